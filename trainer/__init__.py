@@ -1,0 +1,1 @@
+"""`cxrviewer-train`: retrains the models (Qt-free; never imports cxrviewer.gui)."""
