@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import warnings
+
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
@@ -38,7 +40,17 @@ def describe_sop_class(uid: str) -> str:
 
 
 def read_dataset(path: Path, *, stop_before_pixels: bool) -> Dataset:
-    """Read a DICOM file (with or without the Part 10 preamble) or raise a typed error."""
+    """Read a DICOM file (with or without the Part 10 preamble) or raise a typed error.
+
+    pydicom's warnings about repairable deviations (wrong VR explicitness, missing delimiters)
+    are silenced: what matters is whether the pixels decode, which `load_dicom` checks.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _read_dataset(path, stop_before_pixels)
+
+
+def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=False)
     except FileNotFoundError as exc:
