@@ -24,11 +24,12 @@ Identity and grouping come from the NIH labels table:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import io
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=[_UID_NAMESPAC
 IMPLEMENTATION_VERSION = "CXRVIEWER_1"
 SYNTHETIC_BASE_DATE = _dt.date(2000, 1, 1)
 _SOFTWARE = "cxrviewer dicomize 1"
+PARALLEL_MIN_FILES = 64  # smaller batches run in this process
+MAX_WORKERS = 8
 # SNOMED CT codes (CID 4009 DX Anatomy Imaged, CID 4010 DX View).
 _CHEST = ("43799004", "SCT", "Chest")
 _VIEWS = {"PA": ("399348003", "SCT", "postero-anterior"), "AP": ("399182002", "SCT", "antero-posterior")}
@@ -245,6 +248,26 @@ def _inputs(images_dir: Path, names: Iterable[str] | None) -> list[Path]:
     return [images_dir / n for n in dict.fromkeys(names)]
 
 
+def _convert(png: Path, row: LabelRow | None, out_dir: Path, modality: str) -> Path | str:
+    """`dicomize_one`, or the one-sentence reason it could not be done; never raises."""
+    if row is None:
+        return f"{png.name}: the image is not in the labels table."
+    try:
+        return dicomize_one(png, row, out_dir, modality=modality)
+    except CxrError as err:
+        return err.sentence
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop a batch
+        return f"{png.name}: the file could not be converted ({type(exc).__name__}: {exc})."
+
+
+def _worker_count() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_WORKERS))
+
+
 def dicomize(images_dir: str | Path, out_dir: str | Path, labels_table: str | Path, *,
              modality: str = "DX", names: Iterable[str] | None = None,
              progress: Callable[[int, int], None] | None = None) -> DicomizeReport:
@@ -252,7 +275,9 @@ def dicomize(images_dir: str | Path, out_dir: str | Path, labels_table: str | Pa
 
     Files that cannot be converted are reported in `DicomizeReport.skipped`, never raised;
     a missing folder or labels table raises `MissingFile` / `BadLabels`.
-    `progress(done, total)` is called after each file.
+    `progress(done, total)` is called in the calling thread as files complete.
+    Batches of at least `PARALLEL_MIN_FILES` run in a process pool (the work is mostly
+    pydicom's pure-Python encoding, which threads would serialise).
     """
     if modality not in SOP_CLASSES:
         raise ValueError(f"modality must be one of {', '.join(SOP_CLASSES)}, not {modality!r}")
@@ -261,24 +286,22 @@ def dicomize(images_dir: str | Path, out_dir: str | Path, labels_table: str | Pa
         raise MissingFile(images_dir, "the images folder does not exist")
     table = read_labels_table(labels_table)
     pngs = _inputs(images_dir, names)
-
-    def one(png: Path) -> Path | str:
-        row = table.get(png.name)
-        if row is None:
-            return f"{png.name}: the image is not in the labels table."
-        try:
-            return dicomize_one(png, row, out_dir, modality=modality)
-        except CxrError as err:
-            return err.sentence
-
+    rows = [table.get(p.name) for p in pngs]
+    n = len(pngs)
+    workers = _worker_count()
+    args = (pngs, rows, [out_dir] * n, [modality] * n)
     report = DicomizeReport()
-    workers = max(1, min(4, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, (png, result) in enumerate(zip(pngs, pool.map(one, pngs)), start=1):
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and n >= PARALLEL_MIN_FILES:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
+            results = pool.map(_convert, *args, chunksize=max(1, min(16, n // (4 * workers))))
+        else:
+            results = map(_convert, *args)
+        for done, (png, result) in enumerate(zip(pngs, results), start=1):
             if isinstance(result, Path):
                 report.written.append(result)
             else:
                 report.skipped.append((png, result))
             if progress is not None:
-                progress(done, len(pngs))
+                progress(done, n)
     return report
