@@ -91,28 +91,53 @@ def load_dicom(path: Path) -> ImageData:
 
 def _decode_first_frame(path: Path, ds: Dataset, ts_name: str) -> np.ndarray:
     """Stored values of frame 0, colour converted to RGB by pydicom where the data is YBR."""
+    _ensure_transfer_syntax(path, ds)
+    ts_uid = ds.file_meta.TransferSyntaxUID
+    try:
+        decoder = pydicom.pixels.get_decoder(ts_uid)
+    except NotImplementedError as exc:
+        raise UnsupportedDicom(path, f"the transfer syntax {ts_name} is not supported") from exc
+    if not decoder.is_available:
+        raise UnsupportedDicom(path, f"the transfer syntax {ts_name} needs a decoder that is not installed "
+                                     "(pylibjpeg with its libjpeg/openjpeg/rle plugins)")
     try:
         ds.pixel_array_options(index=0, as_rgb=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
-        text = str(exc)
-        if "plugin" in text.lower() or "no pixel data decoders" in text.lower() or "unable to decode" in text.lower() \
-                or "not supported" in text.lower():
-            raise UnsupportedDicom(path, f"the transfer syntax {ts_name} cannot be decoded here ({_first_line(exc)})") \
-                from exc
-        raise CorruptImage(path, f"the pixel data cannot be decoded ({_first_line(exc)})") from exc
     except Exception as exc:  # noqa: BLE001 - third-party decoders raise anything on bad input
         text = str(exc).lower()
-        if any(k in text for k in ("less than expected", "truncat", "length", "too short", "end of")):
+        if any(k in text for k in ("less than expected", "truncat", "too short", "end of")):
             raise CorruptImage(path, "the pixel data is truncated (fewer bytes than the header's image size needs)") \
                 from exc
-        raise CorruptImage(path, f"the pixel data cannot be decoded ({_first_line(exc)})") from exc
+        raise CorruptImage(path, f"the {ts_name} pixel data cannot be decoded ({_decoder_reason(exc)})") from exc
     arr = np.asarray(arr)
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise CorruptImage(path, f"the decoded pixel data has an unexpected shape {arr.shape}")
     return arr
+
+
+def _ensure_transfer_syntax(path: Path, ds: Dataset) -> None:
+    """A data set without a Transfer Syntax UID (no Part 10 header) is decoded with the encoding
+    pydicom detected while reading it; encapsulated data cannot be guessed."""
+    meta = ds.file_meta
+    if "TransferSyntaxUID" in meta:
+        return
+    if ds["PixelData"].is_undefined_length if "PixelData" in ds else False:
+        raise UnsupportedDicom(path, "the file does not state the transfer syntax of its compressed pixel data")
+    implicit, little = ds.original_encoding
+    uid = pydicom.uid.ImplicitVRLittleEndian if implicit else (
+        pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+    meta.TransferSyntaxUID = uid
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """The first plugin's reason from pydicom's "all available plugins failed" message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for line in lines[1:]:
+        if ":" in line:
+            return line.split(":", 1)[1].strip()[:160]
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:

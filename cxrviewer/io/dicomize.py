@@ -6,11 +6,12 @@ endian, MONOCHROME2, 8 bits, written to ``out_dir/<PatientID>/<follow-up>/<image
 Identity and grouping come from the NIH labels table:
 
 - PatientID is the table's `Patient ID` as written there ("1"), PatientName ``NIH^<id>``;
-  PatientSex, PatientAge (``058Y``), ViewPosition (DX only) from their columns.
+  PatientSex, PatientAge (``058Y``) and ViewPosition from their columns (ViewPosition is not
+  part of the SC IOD, so dciodvfy warns about it in SC files; readers need it).
 - One study per follow-up number (StudyID = follow-up), one series per study, one image per series.
-- Every UID is a ``2.25.`` UID hashed from fixed inputs (patient id, follow-up, image index,
-  SOP class), so the same PNG gives the same UIDs, and byte-identical files, on every run and
-  machine. Study UIDs do not depend on the modality; series and instance UIDs do.
+- Every UID is a ``2.25.`` UID from a name-based UUID of fixed inputs (patient id, follow-up,
+  image index, SOP class), so the same PNG gives the same UIDs, and byte-identical files, on
+  every run and machine. Study UIDs do not depend on the modality; series and instance UIDs do.
 - NIH gives no dates. StudyDate is synthetic: 2000-01-01 plus `follow-up` days (time 12:00), so
   studies sort in follow-up order; StudyDescription says the date is synthetic.
 - The NIH labels go to ImageComments ("NIH labels: Cardiomegaly|Effusion"), the source file name
@@ -24,21 +25,25 @@ Identity and grouping come from the NIH labels table:
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import io
+import functools
+import multiprocessing
 import os
+import sys
+import threading
+import uuid
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 from cxrviewer.errors import CorruptImage, CxrError, MissingFile, UnsupportedFormat
 from cxrviewer.io.labels import LabelRow, read_labels_table
@@ -47,12 +52,12 @@ SOP_CLASSES: dict[str, str] = {
     "DX": "1.2.840.10008.5.1.4.1.1.1.1",  # Digital X-Ray Image Storage - For Presentation
     "SC": "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture Image Storage
 }
-_UID_NAMESPACE = "cxrviewer-dicomize-v1"  # changing this changes every generated UID
-IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=[_UID_NAMESPACE, "implementation"])
+# Changing this namespace changes every generated UID.
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "cxrviewer:io:dicomize:v1")
 IMPLEMENTATION_VERSION = "CXRVIEWER_1"
 SYNTHETIC_BASE_DATE = _dt.date(2000, 1, 1)
 _SOFTWARE = "cxrviewer dicomize 1"
-PARALLEL_MIN_FILES = 64  # smaller batches run in this process
+PARALLEL_MIN_FILES = 32  # smaller batches run in threads of this process
 MAX_WORKERS = 8
 # SNOMED CT codes (CID 4009 DX Anatomy Imaged, CID 4010 DX View).
 _CHEST = ("43799004", "SCT", "Chest")
@@ -68,8 +73,15 @@ class DicomizeReport:
 
 
 def uid_for(*parts: object) -> str:
-    """A deterministic ``2.25.`` UID hashed from `parts` (and this module's namespace)."""
-    return generate_uid(prefix=None, entropy_srcs=[_UID_NAMESPACE, *(str(p) for p in parts)])
+    """A deterministic ``2.25.`` UID (PS3.5 B.2) from a name-based (version 5) UUID of `parts`.
+
+    Not `pydicom.uid.generate_uid(prefix=None, entropy_srcs=...)`: with ``prefix=None`` pydicom
+    3.0 ignores the entropy sources and returns a random UUID.
+    """
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, chr(0).join(str(p) for p in parts)).int}"
+
+
+IMPLEMENTATION_CLASS_UID = uid_for("implementation")
 
 
 def read_grey_png(path: Path) -> np.ndarray:
@@ -130,61 +142,33 @@ def _derivation(png_path: Path, row: LabelRow, shape: tuple[int, int], spacing: 
     return text
 
 
-def _base_dataset(png_path: Path, row: LabelRow, pixels: np.ndarray, modality: str) -> Dataset:
-    """Patient, study, series, equipment, general image and image pixel attributes."""
-    study_date = (SYNTHETIC_BASE_DATE + _dt.timedelta(days=row.follow_up)).strftime("%Y%m%d")
-    stem = Path(row.image_index).stem
+def _constant_dataset(modality: str) -> Dataset:
+    """The attributes that are the same in every file of `modality`."""
     ds = Dataset()
     ds.SOPClassUID = SOP_CLASSES[modality]
-    ds.SOPInstanceUID = uid_for("image", row.image_index, modality)
     ds.ImageType = ["DERIVED", "PRIMARY"] if modality == "DX" else ["DERIVED", "SECONDARY"]
-    ds.StudyDate = ds.ContentDate = study_date
     ds.StudyTime = ds.ContentTime = "120000"
-    ds.AccessionNumber = ""
-    ds.Modality = modality if modality == "DX" else "OT"
-    ds.Manufacturer = ""
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = f"NIH ChestX-ray14 follow-up {row.follow_up} (synthetic date)"
-    ds.SeriesDescription = f"Chest {row.view_position}".strip()
-    ds.PatientName = f"NIH^{row.patient_id}"
-    ds.PatientID = row.patient_id
-    ds.PatientBirthDate = ""
-    ds.PatientSex = row.sex if row.sex in ("M", "F", "O") else ""
-    if row.age is not None and 0 <= row.age <= 999:
-        ds.PatientAge = f"{row.age:03d}Y"
+    ds.AccessionNumber = ds.Manufacturer = ds.ReferringPhysicianName = ds.PatientBirthDate = ""
+    ds.Modality = "DX" if modality == "DX" else "OT"
     ds.PatientIdentityRemoved = "YES"
     ds.DeidentificationMethod = "De-identified by NIH for the ChestX-ray14 public release"
     ds.BodyPartExamined = "CHEST"
-    if row.view_position in _VIEWS:
-        ds.ViewPosition = row.view_position  # not in the SC IOD: dciodvfy warns, readers need it
     ds.SoftwareVersions = _SOFTWARE
-    ds.StudyInstanceUID = uid_for("study", row.patient_id, row.follow_up)
-    ds.SeriesInstanceUID = uid_for("series", row.patient_id, row.follow_up, modality)
-    ds.StudyID = str(row.follow_up)
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
+    ds.SeriesNumber = ds.InstanceNumber = 1
     ds.PatientOrientation = ["L", "F"]  # NIH PNGs are in the conventional display orientation
     ds.BurnedInAnnotation = "NO"
-    ds.ImageComments = "NIH labels: " + ("|".join(row.labels) if row.labels else "No Finding")
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
     ds.BitsAllocated = ds.BitsStored = 8
     ds.HighBit = 7
     ds.PixelRepresentation = 0
     ds.LossyImageCompression = "00"
-    data = pixels.tobytes()
-    ds.PixelData = data + b"\0" if len(data) % 2 else data
-    ds["PixelData"].VR = "OB"
     if modality == "SC":
         ds.ConversionType = "WSD"
         ds.SecondaryCaptureDeviceManufacturer = "cxrviewer"
         ds.SecondaryCaptureDeviceSoftwareVersions = _SOFTWARE
-    return ds
-
-
-def _add_dx_modules(ds: Dataset, row: LabelRow, spacing: tuple[float, float] | None) -> None:
-    """DX Series, DX Anatomy Imaged, DX Image, DX Detector, DX Positioning, VOI LUT, Acquisition Context."""
+        return ds
+    # DX Series, DX Anatomy Imaged, DX Image, DX Detector, DX Positioning, VOI LUT, Acquisition Context
     ds.PresentationIntentType = "FOR PRESENTATION"
     ds.ImageLaterality = "U"  # the chest is an unpaired body part
     ds.AnatomicRegionSequence = Sequence([_code(*_CHEST)])
@@ -194,32 +178,98 @@ def _add_dx_modules(ds: Dataset, row: LabelRow, spacing: tuple[float, float] | N
     ds.PresentationLUTShape = "IDENTITY"
     ds.WindowCenter, ds.WindowWidth = "128", "256"  # LINEAR: identity over 0..255
     ds.WindowCenterWidthExplanation = "FULL RANGE"
-    ds.DetectorType = ""
-    if spacing is not None:
-        ds.ImagerPixelSpacing = [_ds(spacing[0]), _ds(spacing[1])]
-    if row.view_position in _VIEWS:
-        ds.ViewCodeSequence = Sequence([_code(*_VIEWS[row.view_position])])
-    ds.PositionerType = ""  # unknown
+    ds.DetectorType = ds.PositionerType = ""  # unknown
     ds.AcquisitionContextSequence = Sequence()
+    return ds
+
+
+def _image_dataset(png_path: Path, row: LabelRow, pixels: np.ndarray, modality: str) -> Dataset:
+    """The attributes that depend on the image and its labels-table row."""
+    ds = Dataset()
+    ds.SOPInstanceUID = uid_for("image", row.image_index, modality)
+    ds.StudyDate = ds.ContentDate = (SYNTHETIC_BASE_DATE + _dt.timedelta(days=row.follow_up)).strftime("%Y%m%d")
+    ds.StudyDescription = f"NIH ChestX-ray14 follow-up {row.follow_up} (synthetic date)"
+    ds.SeriesDescription = f"Chest {row.view_position}".strip()
+    ds.PatientName = f"NIH^{row.patient_id}"
+    ds.PatientID = row.patient_id
+    ds.PatientSex = row.sex if row.sex in ("M", "F", "O") else ""
+    if row.age is not None and 0 <= row.age <= 999:
+        ds.PatientAge = f"{row.age:03d}Y"
+    ds.StudyInstanceUID = uid_for("study", row.patient_id, row.follow_up)
+    ds.SeriesInstanceUID = uid_for("series", row.patient_id, row.follow_up, modality)
+    ds.StudyID = str(row.follow_up)
+    ds.ImageComments = "NIH labels: " + ("|".join(row.labels) if row.labels else "No Finding")
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    data = pixels.tobytes()
+    ds.add_new("PixelData", "OB", data + b"\0" if len(data) % 2 else data)
+    spacing = derived_spacing(row, pixels.shape)
+    ds.DerivationDescription = _derivation(png_path, row, pixels.shape, spacing, modality)
+    if row.view_position in _VIEWS:
+        ds.ViewPosition = row.view_position  # not in the SC IOD (dciodvfy warns), but readers need it
+    if modality == "DX":
+        if spacing is not None:
+            ds.ImagerPixelSpacing = [_ds(spacing[0]), _ds(spacing[1])]
+        if row.view_position in _VIEWS:
+            ds.ViewCodeSequence = Sequence([_code(*_VIEWS[row.view_position])])
+    return ds
+
+
+def _file_meta(sop_class: str, sop_instance: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
+    return meta
 
 
 def build_dataset(png_path: Path, row: LabelRow, pixels: np.ndarray, *, modality: str = "DX") -> Dataset:
     """The full dataset (with file meta) for one PNG's pixels and its labels-table row."""
     if modality not in SOP_CLASSES:
         raise ValueError(f"modality must be one of {', '.join(SOP_CLASSES)}, not {modality!r}")
-    spacing = derived_spacing(row, pixels.shape)
-    ds = _base_dataset(png_path, row, pixels, modality)
-    if modality == "DX":
-        _add_dx_modules(ds, row, spacing)
-    ds.DerivationDescription = _derivation(png_path, row, pixels.shape, spacing, modality)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION
-    ds.file_meta = meta
+    ds = _constant_dataset(modality)
+    ds.update(_image_dataset(png_path, row, pixels, modality))
+    ds.file_meta = _file_meta(ds.SOPClassUID, ds.SOPInstanceUID)
     return ds
+
+
+def _new_buffer() -> DicomBytesIO:
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    return fp
+
+
+def _encode_elements(ds: Dataset) -> dict[int, bytes]:
+    """Each top-level element of `ds` encoded on its own (explicit VR little endian)."""
+    encoded = {}
+    for elem in ds:
+        fp = _new_buffer()
+        write_data_element(fp, elem)
+        encoded[int(elem.tag)] = fp.getvalue()
+    return encoded
+
+
+@functools.cache
+def _constant_elements(modality: str) -> dict[int, bytes]:
+    return _encode_elements(_constant_dataset(modality))
+
+
+def encode_file(png_path: Path, row: LabelRow, pixels: np.ndarray, *, modality: str = "DX") -> bytes:
+    """The Part 10 file `build_dataset` describes, byte for byte what `pydicom.dcmwrite` writes.
+
+    The attributes common to all files are encoded once per modality and cached; only the
+    per-image ones go through pydicom each time (pydicom's pure-Python encoder dominates the
+    cost otherwise).
+    """
+    if modality not in SOP_CLASSES:
+        raise ValueError(f"modality must be one of {', '.join(SOP_CLASSES)}, not {modality!r}")
+    image = _image_dataset(png_path, row, pixels, modality)
+    elements = {**_constant_elements(modality), **_encode_elements(image)}
+    fp = _new_buffer()
+    fp.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(fp, _file_meta(SOP_CLASSES[modality], image.SOPInstanceUID), enforce_standard=True)
+    return fp.getvalue() + b"".join(elements[tag] for tag in sorted(elements))
 
 
 def output_path(out_dir: Path, row: LabelRow, png_path: Path) -> Path:
@@ -230,13 +280,11 @@ def output_path(out_dir: Path, row: LabelRow, png_path: Path) -> Path:
 def dicomize_one(png_path: Path, row: LabelRow, out_dir: Path, *, modality: str = "DX") -> Path:
     """Write one PNG as DICOM and return the file's path; raises a `CxrError` for bad input."""
     png_path = Path(png_path)
-    ds = build_dataset(png_path, row, read_grey_png(png_path), modality=modality)
+    data = encode_file(png_path, row, read_grey_png(png_path), modality=modality)
     target = output_path(Path(out_dir), row, png_path)
-    buffer = io.BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(buffer.getvalue())
+        target.write_bytes(data)
     except OSError as exc:
         raise MissingFile(target, f"the DICOM file cannot be written ({exc.strerror or exc})") from exc
     return target
@@ -268,6 +316,21 @@ def _worker_count() -> int:
     return max(1, min(cpus, MAX_WORKERS))
 
 
+def _executor(n: int) -> Executor:
+    """Forked worker processes for batches on Linux when the caller runs no other thread, else threads.
+
+    pydicom's encoding is pure Python and holds the GIL, so threads reach only about one core;
+    processes scale. Fork (not spawn or forkserver) because those re-import the caller's
+    ``__main__``, which breaks scripts without a ``__main__`` guard and costs a second per worker.
+    Forking a process that runs other threads (a GUI, a worker pool) risks inheriting a held lock,
+    so such callers get threads.
+    """
+    workers = _worker_count()
+    if workers > 1 and n >= PARALLEL_MIN_FILES and sys.platform == "linux" and threading.active_count() == 1:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(max_workers=workers)
+
+
 def dicomize(images_dir: str | Path, out_dir: str | Path, labels_table: str | Path, *,
              modality: str = "DX", names: Iterable[str] | None = None,
              progress: Callable[[int, int], None] | None = None) -> DicomizeReport:
@@ -275,9 +338,8 @@ def dicomize(images_dir: str | Path, out_dir: str | Path, labels_table: str | Pa
 
     Files that cannot be converted are reported in `DicomizeReport.skipped`, never raised;
     a missing folder or labels table raises `MissingFile` / `BadLabels`.
-    `progress(done, total)` is called in the calling thread as files complete.
-    Batches of at least `PARALLEL_MIN_FILES` run in a process pool (the work is mostly
-    pydicom's pure-Python encoding, which threads would serialise).
+    `progress(done, total)` is called in the calling thread after each file, in input order.
+    See `_executor` for how the work is spread over the CPUs.
     """
     if modality not in SOP_CLASSES:
         raise ValueError(f"modality must be one of {', '.join(SOP_CLASSES)}, not {modality!r}")
@@ -286,17 +348,11 @@ def dicomize(images_dir: str | Path, out_dir: str | Path, labels_table: str | Pa
         raise MissingFile(images_dir, "the images folder does not exist")
     table = read_labels_table(labels_table)
     pngs = _inputs(images_dir, names)
-    rows = [table.get(p.name) for p in pngs]
     n = len(pngs)
-    workers = _worker_count()
-    args = (pngs, rows, [out_dir] * n, [modality] * n)
     report = DicomizeReport()
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and n >= PARALLEL_MIN_FILES:
-            pool = stack.enter_context(ProcessPoolExecutor(max_workers=workers))
-            results = pool.map(_convert, *args, chunksize=max(1, min(16, n // (4 * workers))))
-        else:
-            results = map(_convert, *args)
+    with _executor(n) as pool:
+        results = pool.map(_convert, pngs, [table.get(p.name) for p in pngs], [out_dir] * n, [modality] * n,
+                           chunksize=8)
         for done, (png, result) in enumerate(zip(pngs, results), start=1):
             if isinstance(result, Path):
                 report.written.append(result)
