@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from cxrviewer.errors import CorruptImage, NotAnImage, UnsupportedDicom
+from cxrviewer.errors import CorruptImage, CxrError, NotAnImage, UnsupportedDicom
 from cxrviewer.io.dicom_meta import (
     describe_sop_class,
     header_summary,
@@ -29,10 +29,29 @@ GREY = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "PALETTE COLOR")
 # Rec. 601 luma weights: the conversion DICOM's YBR_FULL uses, so RGB -> Y matches a YBR file's Y.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+# Refuse before decoding anything larger: the biggest detectors are ~4k x 5k (20 Mpx); a corrupt
+# header claiming 65535 x 65535 must not make a decoder allocate gigabytes.
+MAX_PIXELS = 100_000_000
 
 
 def load_dicom(path: Path) -> ImageData:
-    """Read and decode one DICOM file; typed errors (`cxrviewer.errors`) for anything we cannot show."""
+    """Read and decode one DICOM file; typed errors (`cxrviewer.errors`) for anything we cannot show.
+
+    pydicom converts elements lazily, so a malformed element (an unknown VR, a bad number) can
+    raise on any attribute access; whatever escapes the specific checks below becomes a
+    `CorruptImage` naming the file, never a bare third-party exception.
+    """
+    try:
+        return _load_dicom(path)
+    except CxrError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        raise CorruptImage(path, f"the DICOM data is malformed ({_first_line(exc)})") from exc
+
+
+def _load_dicom(path: Path) -> ImageData:
     ds = read_dataset(path, stop_before_pixels=False)
     summary = header_summary(ds)
     rows, cols = summary["rows"], summary["columns"]
@@ -47,6 +66,9 @@ def load_dicom(path: Path) -> ImageData:
         raise NotAnImage(path, f"this is {describe_sop_class(str(ds.get('SOPClassUID', '')))}, not an image")
     if not rows or not cols:
         raise CorruptImage(path, "the header gives no image size (Rows/Columns missing or zero)")
+    if rows * cols > MAX_PIXELS:
+        raise CorruptImage(path, f"the header states an image of {cols}x{rows} pixels, beyond the "
+                                 f"{MAX_PIXELS // 1_000_000}-megapixel limit for a radiograph")
     photometric = summary["photometric"].upper()
     if photometric not in GREY + COLOUR:
         raise UnsupportedDicom(path, f"the photometric interpretation '{photometric or 'none'}' is not supported")
@@ -105,7 +127,10 @@ def _decode_first_frame(path: Path, ds: Dataset, ts_name: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             arr = ds.pixel_array
-    except Exception as exc:  # noqa: BLE001 - third-party decoders raise anything on bad input
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - decoders raise anything on bad input; pylibjpeg-rle's
+        # Rust panics arrive as pyo3's PanicException, which derives from BaseException.
         text = str(exc).lower()
         if any(k in text for k in ("less than expected", "truncat", "too short", "end of")):
             raise CorruptImage(path, "the pixel data is truncated (fewer bytes than the header's image size needs)") \
