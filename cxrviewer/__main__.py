@@ -1,0 +1,4 @@
+from cxrviewer.cli import main
+import sys
+
+sys.exit(main())

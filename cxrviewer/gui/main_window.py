@@ -1,0 +1,111 @@
+"""The main window: browser on the left, reading canvas on the right, display controls on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter, QToolBar
+
+from cxrviewer.gui.browser import BrowserPanel
+from cxrviewer.gui.canvas import ImageCanvas
+from cxrviewer.gui.document import ViewerDocument
+from cxrviewer.gui.voi_presets import VoiPresetBox
+from cxrviewer.gui.workers import run_task
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, document: ViewerDocument | None = None) -> None:
+        super().__init__()
+        self.document = document or ViewerDocument()
+        self.setWindowTitle("cxrviewer")
+        self.browser = BrowserPanel(self.document)
+        self.canvas = ImageCanvas(self.document)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.browser)
+        splitter.addWidget(self.canvas)
+        splitter.setSizes([340, 900])
+        self.setCentralWidget(splitter)
+        self._build_toolbar()
+        self.info = QLabel()
+        self.statusBar().addPermanentWidget(self.info)
+        self._pending = 0  # loads in flight
+        self._wanted: Path | None = None  # the image the user asked for last
+        self.browser.image_activated.connect(self.open_image)
+        self.canvas.readout.connect(self.info.setText)
+        self.document.error.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.document.image_changed.connect(self._on_image)
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Display")
+        self.addToolBar(bar)
+        open_folder = QAction("Open folder…", self, shortcut=QKeySequence.StandardKey.Open)
+        open_folder.triggered.connect(self._ask_folder)
+        bar.addAction(open_folder)
+        bar.addSeparator()
+        self.presets = VoiPresetBox(self.document)
+        bar.addWidget(QLabel(" VOI "))
+        bar.addWidget(self.presets)
+        invert = QAction("Invert", self, shortcut=QKeySequence("I"))
+        invert.triggered.connect(self.document.toggle_invert)
+        bar.addAction(invert)
+        fit = QAction("Fit", self, shortcut=QKeySequence("F"))
+        fit.triggered.connect(lambda: self.canvas.view.autoRange(padding=0.01))
+        bar.addAction(fit)
+
+    # --- opening ----------------------------------------------------------------------------
+    def _ask_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of studies")
+        if folder:
+            self.open_folder(Path(folder))
+
+    def open_folder(self, folder: Path, then_select_first: bool = False) -> None:
+        from cxrviewer.io.catalog import Catalog
+
+        self.statusBar().showMessage(f"Scanning {folder} …")
+        self._pending += 1
+
+        def done(catalog: Catalog) -> None:
+            self._pending -= 1
+            self.document.add_catalog(catalog)
+            n = len(catalog.images())
+            self.statusBar().showMessage(f"{folder}: {n} image(s), {len(catalog.errors)} unreadable", 8000)
+            if then_select_first:
+                self.browser.select_first_image()
+
+        run_task(lambda: Catalog.open(folder), done, self._failed)
+
+    def open_image(self, path: Path) -> None:
+        from cxrviewer.io import load_image
+
+        self._wanted = path
+        self._pending += 1
+        self.statusBar().showMessage(f"Loading {path.name} …")
+
+        def done(image) -> None:
+            self._pending -= 1
+            if path == self._wanted:  # the user may have moved on while this loaded
+                self.document.set_image(image)
+
+        run_task(lambda: load_image(path), done, self._failed)
+
+    def _failed(self, sentence: str) -> None:
+        self._pending -= 1
+        self.document.error.emit(sentence)
+
+    def _on_image(self) -> None:
+        image = self.document.image
+        if image is None:
+            return
+        meta = image.meta
+        title = " · ".join(x for x in (meta.patient_id, meta.study_date, meta.view_position, image.path.name) if x)
+        self.setWindowTitle(f"cxrviewer — {title}")
+        note = f"{image.path.name}: {image.shape[1]}×{image.shape[0]}, {image.photometric}"
+        if image.warnings:
+            note += " — " + " ".join(image.warnings)
+        self.statusBar().showMessage(note, 10000)
+
+    @property
+    def idle(self) -> bool:
+        return self._pending == 0
