@@ -97,7 +97,8 @@ def run_render(args: argparse.Namespace) -> int:
         _error(f"{Path(args.file).name}: the window width must be at least 1, not {args.window[1]:g}.")
         return 2
     voi = VoiWindow(args.window[0], args.window[1]) if args.window else None
-    invert = None if args.invert is None else (image.inverted != args.invert)
+    # --invert: the opposite of what the photometric interpretation asks; --no-invert: never.
+    invert = None if args.invert is None else (not image.inverted if args.invert else False)
     pixels = to_display(image, voi, invert=invert)
     if args.size:
         if args.size < 1:
