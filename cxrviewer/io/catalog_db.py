@@ -53,8 +53,7 @@ class CatalogDB:
     # -- opening ---------------------------------------------------------------------------
     def _open(self) -> sqlite3.Connection:
         if self.path is None:
-            self.in_memory = True
-            return self._init(sqlite3.connect(":memory:", check_same_thread=False))
+            return self._memory()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, check_same_thread=False)
@@ -63,23 +62,33 @@ class CatalogDB:
             conn.close()
         except (sqlite3.DatabaseError, OSError):
             pass
-        # Unusable (corrupt, other schema, other folder) or not yet there: start afresh.
-        existed = self.path.exists()
-        self._remove_files()
+        return self._fresh()
+
+    def _fresh(self) -> sqlite3.Connection:
+        """Delete an unusable index (corrupt, other schema, other folder) and start an empty one."""
+        if self.path is None:
+            return self._memory()
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False)
-            conn = self._init(conn)
-            self.rebuilt = existed
-            return conn
+            existed = self.path.exists()
+            self._remove_files()
+            conn = self._init(sqlite3.connect(self.path, check_same_thread=False))
         except (sqlite3.DatabaseError, OSError):
-            self.in_memory = True
-            return self._init(sqlite3.connect(":memory:", check_same_thread=False))
+            return self._memory()
+        self.rebuilt = self.rebuilt or existed
+        return conn
+
+    def _memory(self) -> sqlite3.Connection:
+        self.in_memory = True
+        return self._init(sqlite3.connect(":memory:", check_same_thread=False))
+
+    def reset(self) -> None:
+        """Throw the index away and start empty (after SQLite reported it damaged mid-use)."""
+        self.close()
+        self.conn = self._fresh()
 
     def _usable(self, conn: sqlite3.Connection) -> bool:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
-            return False
-        if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             return False
         conn.execute("PRAGMA journal_mode=WAL")
         return self.get_meta("folder", conn) == str(self.folder)

@@ -160,11 +160,12 @@ def _is_non_image_class(uid: str) -> bool:
 
 def _read_dicom(f: BinaryIO, path: Path, size: int, part10: bool, rec: FileRecord) -> None:
     f.seek(0)
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught:  # pydicom's warnings would flood a scan
         warnings.simplefilter("always")
         try:
             ds = pydicom.dcmread(f, stop_before_pixels=True, force=not part10)
             pos = f.tell()
+            header_end = _header_end(ds)  # before any value is converted
             meta = meta_from_dataset(ds)
             head = header_summary(ds)
             ts_uid, _ = transfer_syntax_of(ds)
@@ -173,13 +174,15 @@ def _read_dicom(f: BinaryIO, path: Path, size: int, part10: bool, rec: FileRecor
     sop = meta.sop_class_uid
     if sop and _is_non_image_class(sop):
         raise NotAnImage(path, f"this is {describe_sop_class(sop)}, not an image")
+    deflated = ts_uid == pydicom.uid.DeflatedExplicitVRLittleEndian  # positions are in the inflated stream
+    f.seek(pos)
+    has_pixels = deflated or _check_pixel_element(f.read(12), pos, size, path)
+    if not has_pixels and header_end is not None and header_end != size:
+        raise CorruptImage(path, "the file is truncated (the header ends early)")
     if any(_EOF_WARNING.search(str(w.message)) for w in caught):
         raise CorruptImage(path, "the file is truncated (the header ends early)")
-    f.seek(pos)
-    elem = f.read(12)
-    has_pixels = _check_pixel_element(elem, pos, size, path)
     if not (head["rows"] and head["columns"]):
-        if has_pixels:
+        if has_pixels and not deflated:
             raise CorruptImage(path, "the header has pixel data but no Rows/Columns")
         raise NotAnImage(path, f"this is {describe_sop_class(sop)} without pixel data, not an image")
     if not has_pixels:
@@ -196,6 +199,22 @@ def _read_dicom(f: BinaryIO, path: Path, size: int, part10: bool, rec: FileRecor
     rec.view_position, rec.laterality = meta.view_position, meta.laterality
     rec.rows, rec.columns = head["rows"], head["columns"]
     rec.photometric, rec.transfer_syntax = head["photometric"], ts_uid
+
+
+def _header_end(ds: pydicom.Dataset) -> int | None:
+    """Where the last top-level element's value ends, as its header states; None when unknown.
+
+    pydicom reads a value cut short by the end of the file without complaint; comparing this with
+    the file size is how a truncated header is told from a complete non-image object.
+    """
+    tags = list(ds.keys())
+    if not tags:
+        return -1  # a file meta group and nothing after it: cut short
+    elem = ds.get_item(max(tags))
+    tell, length = getattr(elem, "value_tell", None), getattr(elem, "length", None)
+    if tell is None or length is None or length == 0xFFFFFFFF:
+        return None
+    return int(tell) + int(length)
 
 
 def _check_pixel_element(elem: bytes, pos: int, size: int, path: Path) -> bool:

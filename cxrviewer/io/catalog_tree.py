@@ -8,6 +8,7 @@ first file in path order.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
@@ -15,6 +16,7 @@ from cxrviewer.io.catalog_scan import FileRecord
 
 UNKNOWN_PATIENT = "(unknown patient)"
 SYNTHETIC_PREFIX = "(synthetic) "
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,12 @@ def build_tree(folder: Path, records: list[FileRecord]) -> list[PatientNode]:
         for st in p.studies:
             st.series.sort(key=lambda s: (s.number is None, s.number or 0, s.series_uid))
         p.studies.sort(key=lambda s: (s.date == "", s.date, s.description, s.study_uid))
-    return sorted(patients.values(), key=lambda p: (p.unknown, p.patient_id))
+    return sorted(patients.values(), key=lambda p: (p.unknown, natural_key(p.patient_id)))
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders "2" before "10" (NIH patient ids are plain numbers)."""
+    return tuple((0, int(t)) if t.isdigit() else (1, t.casefold()) for t in _DIGITS.split(text) if t)
 
 
 def filter_tree(patients: list[PatientNode], text: str) -> list[PatientNode]:
