@@ -59,8 +59,20 @@ def viewer_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_pydicom() -> None:
+    """In the app's own processes, pydicom's value-validation warnings (a UID with a letter, an
+    over-long string) are noise to a radiologist: the loader reports what matters as one sentence."""
+    import logging
+
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    quiet_pydicom()
     if argv and argv[0] in TOOLS:
         args = tools_parser().parse_args(argv)
         from cxrviewer import cli_tools
