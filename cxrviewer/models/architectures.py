@@ -1,0 +1,62 @@
+"""The built-in architectures, registered by name. Random initialisation only: no downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from cxrviewer.models.classifier import CXRClassifier, ResNetTrunk
+from cxrviewer.models.heads import classifier_head, projection_head, radiomic_encoder
+from cxrviewer.models.registry import register_architecture
+from cxrviewer.models.triplet_attention import add_triplet_attention
+
+FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def resnet_trunk(depth: str, in_channels: int, triplet_attention: bool) -> ResNetTrunk:
+    import torchvision
+
+    resnet = getattr(torchvision.models, depth)(weights=None)
+    if in_channels != 3:
+        resnet.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(resnet.conv1.weight, mode="fan_out", nonlinearity="relu")
+    if triplet_attention:
+        add_triplet_attention(resnet)
+    return ResNetTrunk(resnet)
+
+
+def build_resnet(depth: str, num_classes: int, in_channels: int = 1, triplet_attention: bool = False,
+                 head: str = "linear", head_hidden: int = 512, projection: bool = False,
+                 projection_dim: int = 128, radiomic_features: int = 0, **unused: Any) -> CXRClassifier:
+    if unused:
+        raise ValueError(f"unknown architecture option(s): {', '.join(sorted(unused))}")
+    dim = FEATURE_DIMS[depth]
+    aux: dict[str, nn.Module] = {}
+    if projection:
+        aux["projection"] = projection_head(dim, hidden=dim, out=projection_dim)
+    if radiomic_features:
+        aux["radiomic_encoder"] = radiomic_encoder(radiomic_features, out=dim)
+        aux["radiomic_projection"] = projection_head(dim, hidden=dim, out=projection_dim)
+    return CXRClassifier(resnet_trunk(depth, in_channels, triplet_attention), dim,
+                         classifier_head(dim, num_classes, head, head_hidden), aux)
+
+
+def _register(name: str, depth: str, doc: str, **defaults: Any) -> None:
+    def builder(num_classes: int, **kwargs: Any) -> CXRClassifier:
+        return build_resnet(depth, num_classes, **{**defaults, **kwargs})
+
+    register_architecture(name, builder, doc=doc, defaults=defaults)
+
+
+_register("resnet18", "resnet18", "ResNet-18, linear head")
+_register("resnet34", "resnet34", "ResNet-34, linear head")
+_register("resnet50", "resnet50", "ResNet-50, linear head")
+_register("resnet18-ta", "resnet18", "ResNet-18 with triplet attention in every block, linear head",
+          triplet_attention=True)
+_register("resnet50-ta", "resnet50", "ResNet-50 with triplet attention in every block, linear head",
+          triplet_attention=True)
+_register("scalp", "resnet50", "SCALP: ResNet-50 + triplet attention, two-layer MLP classifier, "
+          "SimCLR projection head", triplet_attention=True, head="mlp", projection=True)
+_register("kacl", "resnet18", "KACL: ResNet-18 image encoder with linear classifier and projector, "
+          "three-layer MLP radiomic encoder with its projector", projection=True, radiomic_features=0)

@@ -1,0 +1,54 @@
+"""Build models from architecture names or specs; load them from files or registered names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cxrviewer.errors import MissingFile
+from cxrviewer.models.registry import architectures, get_architecture, installed_models
+from cxrviewer.models.spec import DEFAULT_TARGETS, ModelSpec
+
+
+def list_architectures() -> list[str]:
+    return sorted(architectures())
+
+
+def build_model(spec: ModelSpec):
+    """A randomly initialised network for a spec (its architecture and options), in eval mode."""
+    arch = get_architecture(spec.architecture)
+    model = arch.builder(len(spec.targets), **{**arch.defaults, **spec.arch_kwargs,
+                                               "in_channels": spec.in_channels})
+    model.eval()
+    return model
+
+
+def create_model(arch: str, targets: list[str] | tuple[str, ...] | None = None, **spec_fields: Any):
+    """(model, spec): a new randomly initialised model. `spec_fields` override spec defaults
+    (input_size, in_channels, mean, std, arch_kwargs, ...)."""
+    architecture = get_architecture(arch)
+    fields = {**architecture.spec_defaults, **spec_fields}
+    in_channels = int(fields.get("in_channels", 1))
+    fields.setdefault("mean", (0.5,) * in_channels)
+    fields.setdefault("std", (0.25,) * in_channels)
+    fields.setdefault("name", arch)
+    fields["arch_kwargs"] = {**architecture.defaults, **fields.get("arch_kwargs", {})}
+    spec = ModelSpec(architecture=arch, targets=tuple(targets or DEFAULT_TARGETS), **fields)
+    return build_model(spec), spec
+
+
+def load_model(ref: str | Path = "default"):
+    """(model in eval mode, spec) from a model file path or a registered name (sha256 checked)."""
+    from cxrviewer.models.checkpoint import load_checkpoint
+
+    registered = installed_models()
+    if isinstance(ref, str) and ref in registered:
+        entry = registered[ref]
+        return load_checkpoint(entry.path, expected_sha256=entry.sha256)
+    path = Path(ref)
+    if path.is_file():
+        by_path = {e.path.resolve(): e for e in registered.values()}
+        entry = by_path.get(path.resolve())
+        return load_checkpoint(path, expected_sha256=entry.sha256 if entry else None)
+    known = ", ".join(sorted(registered)) or "none installed"
+    raise MissingFile(path, f"no model file or registered model of that name (registered: {known})")
