@@ -139,3 +139,31 @@ def test_bad_files_raise_one_sentence_naming_the_file(tmp_path, content, error, 
 def test_folder_is_not_a_file(tmp_path):
     with pytest.raises(MissingFile, match="folder"):
         load_image(tmp_path)
+
+
+def test_compressed_stream_declaring_another_size_is_refused_before_decoding(tmp_path):
+    """A corrupt JPEG 2000 SIZ claiming a huge image once took OpenJPEG ~7 s (found by the fuzzer)."""
+    import time
+
+    from cxrviewer.io.codestream import first_fragment, j2k_size
+
+    source = dicom_testfile("693_J2KR.dcm")
+    ds = pydicom.dcmread(source)
+    assert j2k_size(first_fragment(ds)) == (ds.Columns, ds.Rows)
+    raw = bytearray(source.read_bytes())
+    at = raw.find(b"\xff\x4f\xff\x51")
+    raw[at + 12:at + 16] = (1_114_624).to_bytes(4, "big")  # Ysiz
+    bad = tmp_path / "tall.dcm"
+    bad.write_bytes(bytes(raw))
+    start = time.perf_counter()
+    with pytest.raises(CorruptImage, match="declares a 512x1114624 image but the header says 512x512"):
+        load_image(bad)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_jpeg_sof_size_is_read():
+    from cxrviewer.io.codestream import declared_size
+
+    for name in ("JPGLosslessP14SV1_1s_1f_8b.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm"):
+        ds = pydicom.dcmread(dicom_testfile(name))
+        assert declared_size(ds, ds.file_meta.TransferSyntaxUID) == (ds.Columns, ds.Rows)

@@ -22,6 +22,7 @@ from cxrviewer.io.dicom_meta import (
     read_dataset,
     transfer_syntax_of,
 )
+from cxrviewer.io.codestream import declared_size
 from cxrviewer.io.image import ImageData, VoiLut, VoiWindow
 from cxrviewer.io.lut import lut_values, apply_lut
 
@@ -122,6 +123,7 @@ def _decode_first_frame(path: Path, ds: Dataset, ts_name: str) -> np.ndarray:
     if not decoder.is_available:
         raise UnsupportedDicom(path, f"the transfer syntax {ts_name} needs a decoder that is not installed "
                                      "(pylibjpeg with its libjpeg/openjpeg/rle plugins)")
+    _check_declared_size(path, ds, ts_uid, ts_name)
     try:
         ds.pixel_array_options(index=0, as_rgb=True)
         with warnings.catch_warnings():
@@ -140,6 +142,19 @@ def _decode_first_frame(path: Path, ds: Dataset, ts_name: str) -> np.ndarray:
     if arr.ndim not in (2, 3) or arr.size == 0:
         raise CorruptImage(path, f"the decoded pixel data has an unexpected shape {arr.shape}")
     return arr
+
+
+def _check_declared_size(path: Path, ds: Dataset, ts_uid: pydicom.uid.UID, ts_name: str) -> None:
+    """Refuse a compressed frame whose own header disagrees with Rows/Columns before decoding it:
+    a corrupt stream can claim a huge image and make the decoder allocate and work for seconds."""
+    size = declared_size(ds, ts_uid)
+    if size is None:
+        return
+    width, height = size
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if (width, height) != (cols, rows):
+        raise CorruptImage(path, f"the {ts_name} stream declares a {width}x{height} image but the header "
+                                 f"says {cols}x{rows}")
 
 
 def _ensure_transfer_syntax(path: Path, ds: Dataset) -> None:
