@@ -35,6 +35,10 @@ def build_resnet(depth: str, num_classes: int, in_channels: int = 1, triplet_att
     aux: dict[str, nn.Module] = {}
     if projection:
         aux["projection"] = projection_head(dim, hidden=dim, out=projection_dim)
+    if radiomic_features == -1:  # KACL default: one input per feature of resources/radiomics.yaml
+        from cxrviewer.radiomics import feature_names
+
+        radiomic_features = len(feature_names())
     if radiomic_features:
         aux["radiomic_encoder"] = radiomic_encoder(radiomic_features, out=dim)
         aux["radiomic_projection"] = projection_head(dim, hidden=dim, out=projection_dim)
@@ -59,4 +63,4 @@ _register("resnet50-ta", "resnet50", "ResNet-50 with triplet attention in every 
 _register("scalp", "resnet50", "SCALP: ResNet-50 + triplet attention, two-layer MLP classifier, "
           "SimCLR projection head", triplet_attention=True, head="mlp", projection=True)
 _register("kacl", "resnet18", "KACL: ResNet-18 image encoder with linear classifier and projector, "
-          "three-layer MLP radiomic encoder with its projector", projection=True, radiomic_features=0)
+          "three-layer MLP radiomic encoder with its projector", projection=True, radiomic_features=-1)
