@@ -35,10 +35,6 @@ def build_resnet(depth: str, num_classes: int, in_channels: int = 1, triplet_att
     aux: dict[str, nn.Module] = {}
     if projection:
         aux["projection"] = projection_head(dim, hidden=dim, out=projection_dim)
-    if radiomic_features == -1:  # KACL default: one input per feature of resources/radiomics.yaml
-        from cxrviewer.radiomics import feature_names
-
-        radiomic_features = len(feature_names())
     if radiomic_features:
         aux["radiomic_encoder"] = radiomic_encoder(radiomic_features, out=dim)
         aux["radiomic_projection"] = projection_head(dim, hidden=dim, out=projection_dim)
@@ -46,11 +42,20 @@ def build_resnet(depth: str, num_classes: int, in_channels: int = 1, triplet_att
                          classifier_head(dim, num_classes, head, head_hidden), aux)
 
 
-def _register(name: str, depth: str, doc: str, **defaults: Any) -> None:
+def _register(name: str, depth: str, doc: str, resolve: Any = None, **defaults: Any) -> None:
     def builder(num_classes: int, **kwargs: Any) -> CXRClassifier:
         return build_resnet(depth, num_classes, **{**defaults, **kwargs})
 
-    register_architecture(name, builder, doc=doc, defaults=defaults)
+    register_architecture(name, builder, doc=doc, defaults=defaults, resolve=resolve)
+
+
+def _radiomic_feature_count(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """KACL's radiomic encoder takes one input per feature of resources/radiomics.yaml (-1 = that count)."""
+    if kwargs.get("radiomic_features", 0) == -1:
+        from cxrviewer.radiomics import feature_names
+
+        kwargs = {**kwargs, "radiomic_features": len(feature_names())}
+    return kwargs
 
 
 _register("resnet18", "resnet18", "ResNet-18, linear head")
@@ -63,4 +68,5 @@ _register("resnet50-ta", "resnet50", "ResNet-50 with triplet attention in every 
 _register("scalp", "resnet50", "SCALP: ResNet-50 + triplet attention, two-layer MLP classifier, "
           "SimCLR projection head", triplet_attention=True, head="mlp", projection=True)
 _register("kacl", "resnet18", "KACL: ResNet-18 image encoder with linear classifier and projector, "
-          "three-layer MLP radiomic encoder with its projector", projection=True, radiomic_features=-1)
+          "three-layer MLP radiomic encoder with its projector", resolve=_radiomic_feature_count,
+          projection=True, radiomic_features=-1)

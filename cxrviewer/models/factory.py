@@ -33,6 +33,8 @@ def create_model(arch: str, targets: list[str] | tuple[str, ...] | None = None, 
     fields.setdefault("std", (0.25,) * in_channels)
     fields.setdefault("name", arch)
     fields["arch_kwargs"] = {**architecture.defaults, **fields.get("arch_kwargs", {})}
+    if architecture.resolve is not None:
+        fields["arch_kwargs"] = architecture.resolve(fields["arch_kwargs"])
     spec = ModelSpec(architecture=arch, targets=tuple(targets or DEFAULT_TARGETS), **fields)
     return build_model(spec), spec
 

@@ -26,6 +26,9 @@ class Architecture:
     doc: str = ""
     defaults: dict[str, Any] = field(default_factory=dict)
     spec_defaults: dict[str, Any] = field(default_factory=dict)  # e.g. cam_layer, input_size
+    # Fixes options that depend on the installation (e.g. the radiomic feature count) into the
+    # spec when a model is created, so a saved file never depends on them again.
+    resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}
@@ -34,11 +37,13 @@ _PLUGINS_LOADED = False
 
 def register_architecture(name: str, builder: Callable[..., Any], *, doc: str = "",
                           defaults: dict[str, Any] | None = None, spec_defaults: dict[str, Any] | None = None,
+                          resolve: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
                           replace: bool = False) -> None:
     """Add an architecture; third-party packages call this from their entry point."""
     if name in _ARCHITECTURES and not replace:
         raise ValueError(f"an architecture named '{name}' is already registered")
-    _ARCHITECTURES[name] = Architecture(name, builder, doc, dict(defaults or {}), dict(spec_defaults or {}))
+    _ARCHITECTURES[name] = Architecture(name, builder, doc, dict(defaults or {}), dict(spec_defaults or {}),
+                                        resolve)
 
 
 def _load_builtins_and_plugins() -> None:
@@ -47,6 +52,7 @@ def _load_builtins_and_plugins() -> None:
         return
     _PLUGINS_LOADED = True
     import cxrviewer.models.architectures  # noqa: F401 - registers the built-ins
+    import cxrviewer.models.cianet  # noqa: F401
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
