@@ -4,6 +4,7 @@
     cxrviewer info FILE ... [--json]                        header facts of images
     cxrviewer render FILE OUT.png [--window C W] [--size N] display conversion to PNG
     cxrviewer dicomize --labels CSV IMAGES_DIR OUT_DIR      NIH PNGs -> DICOM
+    cxrviewer analyze PATH... [--model REF] [--json OUT]    findings, CAM boxes, radiomics
 
 Only argparse is imported here; each command imports what it needs when it runs, so the
 window opens before torch or pyradiomics are loaded.
@@ -14,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-TOOLS = ("info", "render", "dicomize")
+TOOLS = ("info", "render", "dicomize", "analyze")
 
 
 def tools_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,17 @@ def tools_parser() -> argparse.ArgumentParser:
                           help="DX Image Storage (default) or Secondary Capture")
     dicomize.add_argument("images", metavar="IMAGES_DIR")
     dicomize.add_argument("out", metavar="OUT_DIR")
+    analyze = sub.add_parser("analyze", help="score the findings of images, with CAM boxes and radiomics")
+    analyze.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    analyze.add_argument("--model", default="default", metavar="REF",
+                         help="a model file or registered model name (default: the embedded default model)")
+    analyze.add_argument("--cam", default="gradcam", choices=("gradcam", "gradcam++", "scorecam", "native"),
+                         help="CAM method for the heatmaps and boxes")
+    analyze.add_argument("--boxes", default="scalp", choices=("scalp", "talasila", "threshold"),
+                         help="box algorithm (SCALP Algorithm 1 by default)")
+    analyze.add_argument("--radiomics", action="store_true", help="add pyradiomics features to every box")
+    analyze.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    analyze.add_argument("--json", metavar="OUT", help="write the JSON document here (default: stdout)")
     return parser
 
 
@@ -75,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_pydicom()
     if argv and argv[0] in TOOLS:
         args = tools_parser().parse_args(argv)
+        if args.command == "analyze":
+            from cxrviewer.cli_analyze import run_analyze
+
+            return run_analyze(args)
         from cxrviewer import cli_tools
 
         return getattr(cli_tools, f"run_{args.command}")(args)

@@ -1,0 +1,149 @@
+"""Evaluation metrics: per-class ROC AUC, box IoU and localization accuracy as in the papers.
+
+    roc_auc(y_true [N], y_score [N]) -> float | None
+    roc_auc_per_class(y_true [N, K], y_score [N, K], names) -> {name: float | None};  mean_auc(...)
+    iou(box_a, box_b) -> float;  iou_matrix(a [N, 4], b [M, 4]) -> [N, M]
+    localization_accuracy(records, thresholds=(0.1, ..., 0.7)) -> {"0.1": {"per_class", "mean"}, ...}
+
+Boxes are ``(x0, y0, x1, y1)`` half-open pixel-edge boxes (`cxrviewer.explain.boxes.Box` or any
+object with those attributes, or a sequence of four numbers): area ``(x1 - x0) * (y1 - y0)``, the
+continuous convention of torchvision's ``box_iou``. numpy only: no scikit-learn at runtime.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+IOU_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+# ------------------------------------------------------------------------------------------- AUC
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of `x`, tied values sharing the mean of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    starts = np.concatenate(([0], np.flatnonzero(xs[1:] != xs[:-1]) + 1))
+    ends = np.append(starts[1:], x.size)
+    ranks = np.empty(x.size, np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
+
+
+def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float | None:
+    """Area under the ROC curve of one class by the Mann-Whitney U statistic (ties count one half).
+
+    Labels are 0/1 (bool, int or float); NaN labels (missing or uncertain) are left out. Returns
+    None, *undefined*, when the remaining labels are all positive or all negative."""
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if t.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {t.size} vs {s.size}")
+    known = ~np.isnan(t)
+    t, s = t[known], s[known]
+    if not np.isin(t, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1 (or NaN for missing)")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    pos = t == 1.0
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    u = _average_ranks(s)[pos].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def roc_auc_per_class(y_true: np.ndarray, y_score: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
+    """`roc_auc` of each column of ``[N, K]`` labels and scores, by class name (None: undefined,
+    the class has only one label value in `y_true`)."""
+    t, s = np.asarray(y_true), np.asarray(y_score)
+    if t.ndim != 2 or t.shape != s.shape or t.shape[1] != len(names):
+        raise ValueError(f"need [N, K] labels and scores with K = {len(names)} names, got {t.shape} and {s.shape}")
+    return {name: roc_auc(t[:, k], s[:, k]) for k, name in enumerate(names)}
+
+
+def mean_auc(aucs: Mapping[str, float | None]) -> float | None:
+    """The mean over the classes whose AUC is defined; None if none is."""
+    defined = [v for v in aucs.values() if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+# ------------------------------------------------------------------------------------------- IoU
+
+
+def _coords(box: Any) -> tuple[float, float, float, float]:
+    if hasattr(box, "x0"):
+        return float(box.x0), float(box.y0), float(box.x1), float(box.y1)
+    x0, y0, x1, y1 = box
+    return float(x0), float(y0), float(x1), float(y1)
+
+
+def iou(box_a: Any, box_b: Any) -> float:
+    """Intersection over union of two half-open boxes; 0.0 when the union is empty."""
+    ax0, ay0, ax1, ay1 = _coords(box_a)
+    bx0, by0, bx1, by1 = _coords(box_b)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    area_a = max(0.0, ax1 - ax0) * max(0.0, ay1 - ay0)
+    area_b = max(0.0, bx1 - bx0) * max(0.0, by1 - by0)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of ``a [N, 4]`` with every box of ``b [M, 4]`` (x0, y0, x1, y1) -> ``[N, M]``."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = w * h
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+# -------------------------------------------------------------------------- localization accuracy
+
+
+class LocalizationRecord(NamedTuple):
+    """One annotated box: the image, its class, the ground-truth box and the box predicted for that
+    image and class (None: no box predicted, a miss)."""
+
+    image_id: str
+    class_name: str
+    gt_box: Any
+    pred_box: Any | None
+
+
+def localization_records(ground_truth: Iterable[tuple[str, str, Any]],
+                         predictions: Mapping[tuple[str, str], Any | None]) -> list[LocalizationRecord]:
+    """Pair each ``(image_id, class_name, gt_box)`` with ``predictions[(image_id, class_name)]``
+    (missing key: None). An image with several boxes of one class gives one record per box, each
+    scored against the same prediction (NIH's box table lists such images once per box)."""
+    return [LocalizationRecord(i, c, g, predictions.get((i, c))) for i, c, g in ground_truth]
+
+
+def localization_accuracy(records: Iterable[tuple[str, str, Any, Any | None]],
+                          thresholds: Sequence[float] = IOU_THRESHOLDS) -> dict[str, dict[str, Any]]:
+    """Localization accuracy as in SCALP (Table II) and the NIH ChestX-ray8 protocol.
+
+    For each record ``(image_id, class_name, gt_box, pred_box_or_None)`` the prediction is a hit at
+    threshold T when ``IoU(pred, gt) > T``, strictly; no predicted box is a miss. Each ground-truth
+    box is its own record, so an image with two boxes of one class counts twice. Per class, the
+    accuracy is hits / records of that class; ``mean`` is the unweighted mean over the classes that
+    have records (None when there are none). Keys are the thresholds as ``format(T, "g")`` ("0.1").
+    """
+    by_class: dict[str, list[float]] = {}
+    for _image_id, class_name, gt_box, pred_box in records:
+        by_class.setdefault(class_name, []).append(np.nan if pred_box is None else iou(pred_box, gt_box))
+    ious = {name: np.asarray(v) for name, v in by_class.items()}  # NaN (no prediction) is never > T
+    out: dict[str, dict[str, Any]] = {}
+    for t in thresholds:
+        per_class = {name: float(np.mean(v > t)) for name, v in ious.items()}
+        out[format(t, "g")] = {"per_class": per_class,
+                               "mean": float(np.mean(list(per_class.values()))) if per_class else None}
+    return out
