@@ -191,10 +191,16 @@ class CIANet(nn.Module):
         return torch.from_numpy(index).to(x.device)
 
     # --- the network --------------------------------------------------------------------------
-    def forward_train(self, x: torch.Tensor, negatives: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+    def forward_train(self, x: torch.Tensor, negatives: torch.Tensor | None = None,
+                      align_grad: bool = False) -> dict[str, torch.Tensor | None]:
         """Everything for training: logits [B, K], cell_logits [B, K, P, P], aligned [B, C, H, W],
         aligned_negative, theta [B, 2, 3], attention (normalised Delta M) [B, 1, P, P], negative_index
-        [B] (None when `negatives` [B, C, H, W], model inputs, were given by the caller)."""
+        [B] (None when `negatives` [B, C, H, W], model inputs, were given by the caller).
+
+        `align_grad=False` (default): the classification path uses a detached theta, so phi_A learns
+        from L_s alone (`structure_loss(out["aligned"])`, Sec. 3.1 frames its learning that way);
+        with classification gradients too, theta drifts off the chest within a few steps from random
+        init (seen in testing). `aligned` always carries the gradient to phi_A."""
         b = x.shape[0]
         index = None
         if negatives is None:
@@ -202,13 +208,19 @@ class CIANet(nn.Module):
             negatives = self.bank_images(index, tuple(x.shape[-2:])).to(x.dtype)
         elif negatives.shape != x.shape:
             raise ValueError(f"negatives {tuple(negatives.shape)} must match the inputs {tuple(x.shape)}")
-        aligned, theta = self.align(torch.cat([x, negatives]))
+        pair = torch.cat([x, negatives])
+        theta = self.align.theta(pair)
+        aligned = warp(pair, theta)
+        if not align_grad and theta.requires_grad:
+            pair = warp(pair, theta.detach())
+        else:
+            pair = aligned
         if self.attention_encoder is None:
-            c4 = _c4(self.backbone, aligned)
+            c4 = _c4(self.backbone, pair)
             c5 = self.backbone.layer4(c4[:b])
         else:
-            c5 = self.backbone(aligned[:b])
-            c4 = _c4(self.attention_encoder, aligned)
+            c5 = self.backbone(pair[:b])
+            c4 = _c4(self.attention_encoder, pair)
         m = self.attention(c4)
         delta = to_grid((m[:b] - m[b:]).abs(), self.grid_size)
         cells = self.grid_size * self.grid_size

@@ -49,8 +49,12 @@ def mil_log_negative(cell_logits: torch.Tensor, mil_floor: float = MIL_FLOOR) ->
 
 
 def _log1mexp(s: torch.Tensor) -> torch.Tensor:
-    """log(1 - e^s) for s < 0, accurate at both ends."""
-    return torch.where(s > -math.log(2.0), torch.log(-torch.expm1(s)), torch.log1p(-torch.exp(s)))
+    """log(1 - e^s) for s < 0, accurate at both ends (each branch sees only its own range, so the
+    branch torch.where discards cannot put inf/NaN into the gradient)."""
+    cut = -math.log(2.0)
+    near = torch.log(-torch.expm1(s.clamp(min=cut)))
+    far = torch.log1p(-torch.exp(s.clamp(max=cut)))
+    return torch.where(s > cut, near, far)
 
 
 def mil_logits(cell_logits: torch.Tensor, mil_floor: float = MIL_FLOOR, clamp: float = LOGIT_CLAMP) -> torch.Tensor:
