@@ -115,15 +115,9 @@ def cams_to_image(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     batch, k, h, w = cams.shape
     height, width = int(size[0]), int(size[1])
     flat = cams.reshape(batch * k, h * w)
-    lo = flat.min(axis=1, keepdims=True) if flat.size else flat[:, :1]
-    span = (flat.max(axis=1, keepdims=True) - lo) if flat.size else flat[:, :1]
-    safe = np.where(span > 0, span, np.float32(1.0))
-    scaled = np.where(span > 0, (flat - lo) / safe, np.float32(0.0)).astype(np.float32)
-    # cv2 resizes up to 512 channels at once (HxWxC), channel by channel: the same as one map a call.
-    stack = np.ascontiguousarray(scaled.reshape(batch * k, h, w).transpose(1, 2, 0))
     out = np.empty((batch * k, height, width), dtype=np.float32)
-    for start in range(0, batch * k, 512):
-        part = stack[:, :, start:start + 512]
-        resized = cv2.resize(part, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[start:start + part.shape[2]] = resized.reshape(height, width, -1).transpose(2, 0, 1)
+    for i, row in enumerate(flat):  # one map a call: bit-identical to scale_cam_image's resize
+        lo, span = row.min(), row.max() - row.min()
+        scaled = (row - lo) / span if span > 0 else np.zeros_like(row)
+        out[i] = cv2.resize(scaled.reshape(h, w), (width, height), interpolation=cv2.INTER_LINEAR)
     return out.reshape(batch, k, height, width)

@@ -113,7 +113,7 @@ def run_layer_pass(model: nn.Module, layer: nn.Module, x: torch.Tensor, classes:
             if "activations" not in state:
                 raise CamLayerError("the CAM layer did not run in the forward pass")
             return LayerPass(logits.detach().float(), state["activations"].float(), None)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # also when called under no_grad/inference_mode
             logits = model(x)
             if "repeated" not in state:
                 raise CamLayerError("the CAM layer did not run in the forward pass")
