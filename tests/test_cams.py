@@ -408,3 +408,17 @@ def test_no_memory_growth_over_100_calls():
     if resident is not None:
         grown = _resident_bytes() - resident
         assert grown < 32 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB over 100 calls"
+
+
+def test_maps_of_a_warping_model_are_returned_in_the_input_frame():
+    """CIA-Net warps its input before the CAM layer; compute_cams maps the result back through the
+    model's `to_input_frame` (here a toy warp: a horizontal flip)."""
+    from cxrviewer.explain import compute_cams
+    from cxrviewer.models import create_model
+
+    model, spec = create_model("resnet18", input_size=(64, 64))
+    x = torch.randn(1, 1, 64, 64)
+    plain = compute_cams(model, spec, x, method="gradcam")
+    model.to_input_frame = lambda maps, inputs: torch.flip(maps, dims=[-1])
+    flipped = compute_cams(model, spec, x, method="gradcam")
+    np.testing.assert_allclose(flipped, plain[..., ::-1], atol=1e-6)

@@ -102,7 +102,14 @@ def _run(model, spec, batch, method, classes, progress, batch_size, amp, want_lo
     x = _as_batch(batch, model_device(model))
     request = CamRequest(model, spec, layer, x, indices, progress, batch_size, amp, want_logits)
     with cam_mode(model):
-        return cam_method(request)
+        output = cam_method(request)
+    to_input_frame = getattr(model, "to_input_frame", None)
+    if method != "native" and callable(to_input_frame):
+        # Models that warp their input before the CAM layer (CIA-Net's alignment) produce maps in
+        # the warped frame; bring them back so boxes land on the input image.
+        with torch.no_grad():
+            output.cams = to_input_frame(output.cams.to(x.dtype), x)
+    return output
 
 
 def cams_to_image(cams: np.ndarray, size: tuple[int, int]) -> np.ndarray:
