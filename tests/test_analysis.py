@@ -33,8 +33,15 @@ class Transparent(nn.Module):
         return self.head(self.backbone(x).mean(dim=(2, 3)))
 
 
-register_architecture("test-transparent", lambda num_classes, in_channels=1: Transparent(num_classes, in_channels),
-                      spec_defaults={"cam_layer": "backbone.1"}, replace=True)
+@pytest.fixture
+def transparent_architecture():
+    """Registered only while a test uses it: other test modules parametrise over the registry."""
+    from cxrviewer.models.registry import unregister_architecture
+
+    register_architecture("test-transparent", lambda num_classes, in_channels=1: Transparent(num_classes, in_channels),
+                          spec_defaults={"cam_layer": "backbone.1"}, replace=True)
+    yield "test-transparent"
+    unregister_architecture("test-transparent")
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +58,8 @@ def model_file(tmp_path):
 
 
 @pytest.mark.parametrize("resize", ["stretch", "letterbox"])
-def test_boxes_land_on_the_bright_region_in_original_pixels(resize):
-    model, spec = create_model("test-transparent", input_size=(128, 128), resize=resize, intensity="minmax",
+def test_boxes_land_on_the_bright_region_in_original_pixels(resize, transparent_architecture):
+    model, spec = create_model(transparent_architecture, input_size=(128, 128), resize=resize, intensity="minmax",
                                mean=(0.0,), std=(1.0,))
     pixels = np.zeros((600, 400), np.float32)  # not square: exercises the geometry
     # Rows 225..375 map to input rows 48..80 (4 whole cells of the 8-px pooled grid) in both modes.

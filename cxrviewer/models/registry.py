@@ -46,6 +46,11 @@ def register_architecture(name: str, builder: Callable[..., Any], *, doc: str = 
                                         resolve)
 
 
+def unregister_architecture(name: str) -> None:
+    """Remove an architecture (tests and plugins that register temporary ones)."""
+    _ARCHITECTURES.pop(name, None)
+
+
 def _load_builtins_and_plugins() -> None:
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
