@@ -7,6 +7,8 @@ sentence, never a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -49,3 +51,18 @@ class NotAnImage(UnsupportedDicom):
 
 class BadLabels(CxrError):
     """A labels table that is missing columns or rows."""
+
+
+@contextmanager
+def reading(path: str | Path) -> Iterator[None]:
+    """Turn the OS's errors while opening/reading `path` into `MissingFile` with one sentence."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise MissingFile(path, "the file does not exist") from exc
+    except IsADirectoryError as exc:
+        raise MissingFile(path, "this is a folder, not a file") from exc
+    except PermissionError as exc:
+        raise MissingFile(path, "the file cannot be read (permission denied)") from exc
+    except OSError as exc:
+        raise MissingFile(path, f"the file cannot be read ({exc.strerror or exc})") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxrviewer.errors import MissingFile
+from cxrviewer.errors import reading
 from cxrviewer.io.image import ImageData, ImageMeta, VoiLut, VoiWindow
 from cxrviewer.io.labels import LabelRow, find_labels_table, read_labels_table
 
@@ -25,15 +25,8 @@ def load_image(path: str | Path, labels: str | Path | dict[str, LabelRow] | None
     from cxrviewer.io.raster import load_raster, sniff_raster
 
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except FileNotFoundError as exc:
-        raise MissingFile(path, "the file does not exist") from exc
-    except IsADirectoryError as exc:
-        raise MissingFile(path, "this is a folder, not a file") from exc
-    except OSError as exc:
-        raise MissingFile(path, f"the file cannot be read ({exc.strerror or exc})") from exc
+    with reading(path), open(path, "rb") as f:
+        head = f.read(16)
     kind = sniff_raster(head)
     if kind is None:
         return load_dicom(path)

@@ -45,7 +45,7 @@ from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
-from cxrviewer.errors import CorruptImage, CxrError, MissingFile, UnsupportedFormat
+from cxrviewer.errors import CorruptImage, CxrError, MissingFile, UnsupportedFormat, reading
 from cxrviewer.io.labels import LabelRow, read_labels_table
 
 SOP_CLASSES: dict[str, str] = {
@@ -86,14 +86,8 @@ IMPLEMENTATION_CLASS_UID = uid_for("implementation")
 
 def read_grey_png(path: Path) -> np.ndarray:
     """8-bit 2-D pixels of a grey PNG (RGB/RGBA accepted when the colour channels are equal)."""
-    try:
+    with reading(path):
         raw = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError as exc:
-        raise MissingFile(path, "the file does not exist") from exc
-    except IsADirectoryError as exc:
-        raise MissingFile(path, "this is a folder, not a file") from exc
-    except OSError as exc:
-        raise MissingFile(path, f"the file cannot be read ({exc.strerror or exc})") from exc
     img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
     if img is None:
         raise CorruptImage(path, "the file is not a readable PNG (empty, truncated or malformed)")

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cxrviewer.errors import CorruptImage, MissingFile
+from cxrviewer.errors import CorruptImage, reading
 from cxrviewer.io.image import ImageData, ImageMeta
 from cxrviewer.io.labels import LabelRow
 
@@ -27,12 +27,8 @@ def sniff_raster(head: bytes) -> str | None:
 
 def load_raster(path: Path, kind: str, label_row: LabelRow | None = None) -> ImageData:
     """Decode a PNG/JPEG; pixel values are the stored grey levels (no modality transform exists)."""
-    try:
+    with reading(path):
         buffer = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError as exc:
-        raise MissingFile(path, "the file does not exist") from exc
-    except OSError as exc:
-        raise MissingFile(path, f"the file cannot be read ({exc.strerror or exc})") from exc
     arr = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
     if arr is None or arr.size == 0:
         raise CorruptImage(path, f"the {kind.upper()} data is truncated or corrupt")
