@@ -263,7 +263,7 @@ def test_process_pool_gives_the_same_catalog(mixed, tmp_path, monkeypatch):
         expected = (cat.patients(), cat.errors, cat.duplicates)
     monkeypatch.setattr(catalog_mod, "POOL_MIN_FILES", 1)
     monkeypatch.setattr(catalog_mod, "_CHUNK", 3)
-    monkeypatch.setattr(catalog_mod, "_QT_MODULES", ())  # pytest-qt imports PySide6; no Qt threads run here
+    monkeypatch.setattr("cxrviewer.parallel.QT_MODULES", ())  # pytest-qt imports PySide6; no Qt threads run here
     if catalog_mod._pool_context(100) is None:
         pytest.skip("forking is not possible or not safe in this test process")
     pids = tmp_path / "pids"

@@ -13,7 +13,6 @@ import random
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from cxrviewer.errors import CxrError

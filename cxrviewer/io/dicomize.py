@@ -27,10 +27,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import multiprocessing
-import os
-import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -45,6 +41,7 @@ from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian
 
+from cxrviewer.parallel import cpu_count, fork_context
 from cxrviewer.errors import CorruptImage, CxrError, MissingFile, UnsupportedFormat, reading
 from cxrviewer.io.labels import LabelRow, read_labels_table
 
@@ -303,25 +300,15 @@ def _convert(png: Path, row: LabelRow | None, out_dir: Path, modality: str) -> P
 
 
 def _worker_count() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_WORKERS))
+    return max(1, min(cpu_count(), MAX_WORKERS))
 
 
 def _executor(n: int) -> Executor:
-    """Forked worker processes for batches on Linux when the caller runs no other thread, else threads.
-
-    pydicom's encoding is pure Python and holds the GIL, so threads reach only about one core;
-    processes scale. Fork (not spawn or forkserver) because those re-import the caller's
-    ``__main__``, which breaks scripts without a ``__main__`` guard and costs a second per worker.
-    Forking a process that runs other threads (a GUI, a worker pool) risks inheriting a held lock,
-    so such callers get threads.
-    """
+    """Forked worker processes for batches when that is safe (`cxrviewer.parallel`), else threads."""
     workers = _worker_count()
-    if workers > 1 and n >= PARALLEL_MIN_FILES and sys.platform == "linux" and threading.active_count() == 1:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    context = fork_context(n, PARALLEL_MIN_FILES)
+    if context is not None:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=context)
     return ThreadPoolExecutor(max_workers=workers)
 
 
