@@ -11,7 +11,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from cxrviewer.errors import CorruptImage, MissingFile, UnsupportedFormat
+from cxrviewer.errors import CorruptImage, UnsupportedFormat, reading
 from cxrviewer.io.image import ImageMeta
 
 # Storage SOP classes that hold no image we can show, by UID prefix or exact UID, with the
@@ -51,25 +51,23 @@ def read_dataset(path: Path, *, stop_before_pixels: bool) -> Dataset:
 
 
 def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=False)
-    except FileNotFoundError as exc:
-        raise MissingFile(path, "the file does not exist") from exc
-    except IsADirectoryError as exc:
-        raise MissingFile(path, "this is a folder, not a file") from exc
-    except PermissionError as exc:
-        raise MissingFile(path, "the file cannot be read (permission denied)") from exc
-    except InvalidDicomError:
-        pass
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed input
-        raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
-    # No preamble: accept only when the first element looks like a plausible DICOM group.
-    if not _looks_like_raw_dicom(path):
-        raise UnsupportedFormat(path, "this is not a DICOM file or an image format cxrviewer reads")
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels, force=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
+    with reading(path):  # the OS's errors (missing, a folder, no permission) as MissingFile
+        fileobj = open(path, "rb")
+    with fileobj:
+        try:
+            return pydicom.dcmread(fileobj, stop_before_pixels=stop_before_pixels, force=False)
+        except InvalidDicomError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed input
+            raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
+        # No preamble: accept only when the first element looks like a plausible DICOM group.
+        if not _looks_like_raw_dicom(path):
+            raise UnsupportedFormat(path, "this is not a DICOM file or an image format cxrviewer reads")
+        fileobj.seek(0)
+        try:
+            return pydicom.dcmread(fileobj, stop_before_pixels=stop_before_pixels, force=True)
+        except Exception as exc:  # noqa: BLE001
+            raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
 
 
 def _looks_like_raw_dicom(path: Path) -> bool:
