@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -33,6 +32,8 @@ import numpy as np
 import pydicom
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_description  # noqa: E402
 
 from cxrviewer.io.catalog import Catalog  # noqa: E402
 from cxrviewer.io.labels import LabelRow  # noqa: E402
@@ -97,19 +98,6 @@ def _timed(fn):
     return result, time.perf_counter() - t0
 
 
-def machine() -> dict[str, object]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "pydicom": pydicom.__version__}
-
-
 def run(folder: Path, n: int, repeat: int = 3) -> dict[str, object]:
     if not any(folder.rglob("*")):
         nbytes = generate(folder, n)
@@ -165,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    info = machine()
-    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, pydicom {info['pydicom']}\n")
+    info = f"{machine_description()}, pydicom {pydicom.__version__}"
+    print(f"machine: {info}\n")
     print("| measure | value |\n|---|---|")
     for key, value in figures.items():
         print(f"| {key} | {value} |")

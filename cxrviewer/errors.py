@@ -66,3 +66,9 @@ def reading(path: str | Path) -> Iterator[None]:
         raise MissingFile(path, "the file cannot be read (permission denied)") from exc
     except OSError as exc:
         raise MissingFile(path, f"the file cannot be read ({exc.strerror or exc})") from exc
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """A third-party exception's first line (or its type name), short enough for a sentence."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

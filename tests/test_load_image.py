@@ -167,3 +167,23 @@ def test_jpeg_sof_size_is_read():
     for name in ("JPGLosslessP14SV1_1s_1f_8b.dcm", "SC_rgb_jpeg_dcmtk.dcm", "MR_small_jpeg_ls_lossless.dcm"):
         ds = pydicom.dcmread(dicom_testfile(name))
         assert declared_size(ds, ds.file_meta.TransferSyntaxUID) == (ds.Columns, ds.Rows)
+
+
+def test_jpeg_frame_header_walk_and_its_errors(tmp_path):
+    import io
+
+    from cxrviewer.io.codestream import jpeg_frame_header, png_size
+
+    ok, data = cv2.imencode(".jpg", np.zeros((40, 50, 3), np.uint8))
+    data = data.tobytes()
+    stream = io.BytesIO(data)
+    stream.seek(2)
+    assert jpeg_frame_header(stream) == (50, 40, 3)
+    sof = data.find(b"\xff\xc0")
+    for cut, reason in ((sof + 3, "the JPEG header is truncated"), (sof + 6, "the JPEG frame header is truncated")):
+        stream = io.BytesIO(data[:cut])
+        stream.seek(2)
+        with pytest.raises(ValueError, match=reason):
+            jpeg_frame_header(stream)
+    ok, png = cv2.imencode(".png", np.zeros((7, 9), np.uint8))
+    assert png_size(png.tobytes()) == (9, 7) and png_size(data) is None

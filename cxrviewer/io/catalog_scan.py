@@ -18,7 +18,8 @@ from typing import BinaryIO
 
 import pydicom
 
-from cxrviewer.errors import CorruptImage, CxrError, MissingFile, NotAnImage, UnsupportedFormat
+from cxrviewer.errors import CorruptImage, CxrError, MissingFile, NotAnImage, UnsupportedFormat, first_line
+from cxrviewer.io.codestream import jpeg_frame_header, png_size
 from cxrviewer.io.dicom_meta import (
     NON_IMAGE_SOP_CLASSES, describe_sop_class, header_summary, meta_from_dataset, transfer_syntax_of,
 )
@@ -149,10 +150,6 @@ def _looks_like_raw_dicom(head: bytes) -> bool:
     return int.from_bytes(head[0:2], "little") in (2, 8) or int.from_bytes(head[0:2], "big") in (2, 8)
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
-
 
 def _is_non_image_class(uid: str) -> bool:
     return any(uid == p or uid.startswith(p + ".") for p in NON_IMAGE_SOP_CLASSES)
@@ -170,7 +167,7 @@ def _read_dicom(f: BinaryIO, path: Path, size: int, part10: bool, rec: FileRecor
             head = header_summary(ds)
             ts_uid, _ = transfer_syntax_of(ds)
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed input
-            raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
+            raise CorruptImage(path, f"the DICOM header is malformed ({first_line(exc)})") from exc
     sop = meta.sop_class_uid
     if sop and _is_non_image_class(sop):
         raise NotAnImage(path, f"this is {describe_sop_class(sop)}, not an image")
@@ -255,9 +252,10 @@ _PNG_PHOTOMETRIC = {0: "MONOCHROME2", 2: "RGB", 3: "PALETTE COLOR", 4: "MONOCHRO
 
 
 def _read_png(head: bytes, path: Path, rec: FileRecord, labels: dict[str, LabelRow] | None) -> None:
-    if len(head) < 26 or head[12:16] != b"IHDR":
+    size = png_size(head) if len(head) >= 26 else None
+    if size is None:
         raise CorruptImage(path, "the PNG header is malformed (no IHDR chunk)")
-    width, height = struct.unpack(">II", head[16:24])
+    width, height = size
     if not width or not height:
         raise CorruptImage(path, "the PNG header states a zero size")
     rec.fmt, rec.rows, rec.columns = "png", height, width
@@ -266,30 +264,12 @@ def _read_png(head: bytes, path: Path, rec: FileRecord, labels: dict[str, LabelR
 
 
 def _read_jpeg(f: BinaryIO, path: Path, rec: FileRecord, labels: dict[str, LabelRow] | None) -> None:
-    """Walk the JPEG markers up to the first SOF (start of frame) without decoding anything."""
+    """The frame header, found by walking the JPEG markers without decoding anything."""
     f.seek(2)
-    while True:
-        marker = f.read(2)
-        while len(marker) == 2 and marker[0] == 0xFF and marker[1] == 0xFF:  # fill bytes
-            marker = marker[1:] + f.read(1)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            raise CorruptImage(path, "the JPEG header is malformed (no frame header)")
-        code = marker[1]
-        if code in (0xD8, 0x01) or 0xD0 <= code <= 0xD7:
-            continue
-        seg = f.read(2)
-        if len(seg) < 2:
-            raise CorruptImage(path, "the JPEG header is truncated")
-        length = struct.unpack(">H", seg)[0]
-        if 0xC0 <= code <= 0xCF and code not in (0xC4, 0xC8, 0xCC):
-            sof = f.read(6)
-            if len(sof) < 6:
-                raise CorruptImage(path, "the JPEG frame header is truncated")
-            _, height, width, comps = struct.unpack(">BHHB", sof)
-            rec.fmt, rec.rows, rec.columns = "jpeg", height, width
-            rec.photometric = "MONOCHROME2" if comps == 1 else "RGB"
-            _apply_labels(rec, labels)
-            return
-        if code == 0xD9 or length < 2:
-            raise CorruptImage(path, "the JPEG header is malformed (no frame header)")
-        f.seek(length - 2, 1)
+    try:
+        width, height, components = jpeg_frame_header(f)
+    except ValueError as exc:
+        raise CorruptImage(path, str(exc)) from exc
+    rec.fmt, rec.rows, rec.columns = "jpeg", height, width
+    rec.photometric = "MONOCHROME2" if components == 1 else "RGB"
+    _apply_labels(rec, labels)

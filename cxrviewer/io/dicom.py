@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from cxrviewer.errors import CorruptImage, CxrError, NotAnImage, UnsupportedDicom
+from cxrviewer.errors import CorruptImage, CxrError, NotAnImage, UnsupportedDicom, first_line
 from cxrviewer.io.dicom_meta import (
     describe_sop_class,
     header_summary,
@@ -49,7 +49,7 @@ def load_dicom(path: Path) -> ImageData:
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # noqa: BLE001
-        raise CorruptImage(path, f"the DICOM data is malformed ({_first_line(exc)})") from exc
+        raise CorruptImage(path, f"the DICOM data is malformed ({first_line(exc)})") from exc
 
 
 def _load_dicom(path: Path) -> ImageData:
@@ -177,12 +177,8 @@ def _decoder_reason(exc: BaseException) -> str:
     for line in lines[1:]:
         if ":" in line:
             return line.split(":", 1)[1].strip()[:160]
-    return _first_line(exc)
+    return first_line(exc)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:160]
 
 
 def _to_luminance(path: Path, ds: Dataset, arr: np.ndarray, photometric: str) -> np.ndarray:
@@ -191,7 +187,7 @@ def _to_luminance(path: Path, ds: Dataset, arr: np.ndarray, photometric: str) ->
         try:
             arr = pydicom.pixels.apply_color_lut(arr, ds)
         except Exception as exc:  # noqa: BLE001
-            raise CorruptImage(path, f"the palette colour lookup table is unusable ({_first_line(exc)})") from exc
+            raise CorruptImage(path, f"the palette colour lookup table is unusable ({first_line(exc)})") from exc
     if arr.ndim != 3 or arr.shape[-1] != 3:
         raise CorruptImage(path, f"a {photometric} image should have 3 samples per pixel, found shape {arr.shape}")
     return (arr.astype(np.float32) @ LUMA).astype(np.float32)

@@ -11,7 +11,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from cxrviewer.errors import CorruptImage, UnsupportedFormat, reading
+from cxrviewer.errors import CorruptImage, UnsupportedFormat, first_line, reading
 from cxrviewer.io.image import ImageMeta
 
 # Storage SOP classes that hold no image we can show, by UID prefix or exact UID, with the
@@ -59,7 +59,7 @@ def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
         except InvalidDicomError:
             pass
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on malformed input
-            raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
+            raise CorruptImage(path, f"the DICOM header is malformed ({first_line(exc)})") from exc
         # No preamble: accept only when the first element looks like a plausible DICOM group.
         if not _looks_like_raw_dicom(path):
             raise UnsupportedFormat(path, "this is not a DICOM file or an image format cxrviewer reads")
@@ -67,7 +67,7 @@ def _read_dataset(path: Path, stop_before_pixels: bool) -> Dataset:
         try:
             return pydicom.dcmread(fileobj, stop_before_pixels=stop_before_pixels, force=True)
         except Exception as exc:  # noqa: BLE001
-            raise CorruptImage(path, f"the DICOM header is malformed ({_short(exc)})") from exc
+            raise CorruptImage(path, f"the DICOM header is malformed ({first_line(exc)})") from exc
 
 
 def _looks_like_raw_dicom(path: Path) -> bool:
@@ -83,10 +83,6 @@ def _looks_like_raw_dicom(path: Path) -> bool:
     group_be = int.from_bytes(head[0:2], "big")
     return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
 
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:160]
 
 
 def _text(ds: Dataset, keyword: str) -> str:

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 
 from cxrviewer.errors import CorruptImage, reading
+from cxrviewer.io.codestream import PNG_MAGIC
 from cxrviewer.io.image import ImageData, ImageMeta
 from cxrviewer.io.labels import LabelRow
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # OpenCV keeps channels as BGR
 

@@ -20,13 +20,13 @@ import csv
 import gzip
 import io
 import os
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from cxrviewer.errors import BadLabels, MissingFile
+from cxrviewer.io.codestream import png_size
 from cxrviewer.io.labels import NIH_FINDINGS, NO_FINDING
 from cxrviewer.trainer.data.sources import Box, DataSource, Record, register_source
 from cxrviewer.trainer.data.splits import holdout_patients, split_patients
@@ -36,7 +36,6 @@ BOX_NAME_FIX = {"Infiltrate": "Infiltration"}
 # Label-space names from other vocabularies that mean the same NIH finding.
 NIH_EQUIVALENT = {"Pleural Effusion": "Effusion", "Pleural Thickening": "Pleural_Thickening"}
 _REQUIRED = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID")
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -114,9 +113,9 @@ def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image: from the PNG IHDR header bytes, else by decoding."""
     with open(path, "rb") as f:
         head = f.read(24)
-    if head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", head[16:24])
-        return int(width), int(height)
+    size = png_size(head)
+    if size is not None:
+        return size
     import cv2
 
     arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
