@@ -68,7 +68,6 @@ def read_spec(path: str | Path) -> ModelSpec:
 
 def load_checkpoint(path: str | Path, expected_sha256: str | None = None):
     """(model in eval mode, spec) from a file; refuses a sha256 mismatch or weights that do not fit."""
-    import torch
     from safetensors.torch import load_file
 
     from cxrviewer.models.factory import build_model
@@ -104,6 +103,4 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None):
             state[key] = tensor.to(reference[key].dtype)
     model.load_state_dict(state)
     model.eval()
-    with torch.no_grad():
-        pass
     return model, spec
