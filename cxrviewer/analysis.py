@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,19 +110,15 @@ class Analyzer:
 
     def __init__(self, model: Any = "default", spec: Any = None, *, device: str = "auto", cam: str = "gradcam",
                  box_method: str = "scalp", box_params: dict[str, Any] | None = None, amp: bool = True) -> None:
-        from cxrviewer.models import load_model
-        from cxrviewer.models.checkpoint import sha256_of
-        from cxrviewer.models.registry import installed_models
+        from cxrviewer.models.checkpoint import load_checkpoint, sha256_of
+        from cxrviewer.models.factory import resolve_model
 
         self.model_ref = model
         self.sha256 = ""
         if spec is None:
-            registered = installed_models()
-            if isinstance(model, str) and model in registered:
-                self.sha256 = registered[model].sha256
-            elif isinstance(model, (str, Path)) and Path(model).is_file():
-                self.sha256 = sha256_of(model)
-            model, spec = load_model(model)
+            path, expected = resolve_model(model)
+            model, spec = load_checkpoint(path, expected_sha256=expected)  # verifies `expected`
+            self.sha256 = expected or sha256_of(path)
         self.model, self.spec = model, spec
         self.device = resolve_device(device)
         self.model.to(self.device).eval()

@@ -39,18 +39,24 @@ def create_model(arch: str, targets: list[str] | tuple[str, ...] | None = None, 
     return build_model(spec), spec
 
 
-def load_model(ref: str | Path = "default"):
-    """(model in eval mode, spec) from a model file path or a registered name (sha256 checked)."""
-    from cxrviewer.models.checkpoint import load_checkpoint
-
+def resolve_model(ref: str | Path = "default") -> tuple[Path, str | None]:
+    """(model file, its registered sha256 or None) for a registered name or a file path."""
     registered = installed_models()
     if isinstance(ref, str) and ref in registered:
         entry = registered[ref]
-        return load_checkpoint(entry.path, expected_sha256=entry.sha256)
+        return entry.path, entry.sha256
     path = Path(ref)
     if path.is_file():
         by_path = {e.path.resolve(): e for e in registered.values()}
         entry = by_path.get(path.resolve())
-        return load_checkpoint(path, expected_sha256=entry.sha256 if entry else None)
+        return path, (entry.sha256 if entry else None)
     known = ", ".join(sorted(registered)) or "none installed"
     raise MissingFile(path, f"no model file or registered model of that name (registered: {known})")
+
+
+def load_model(ref: str | Path = "default"):
+    """(model in eval mode, spec) from a model file path or a registered name (sha256 checked)."""
+    from cxrviewer.models.checkpoint import load_checkpoint
+
+    path, expected = resolve_model(ref)
+    return load_checkpoint(path, expected_sha256=expected)
