@@ -11,6 +11,8 @@ from cxrviewer.trainer.data.sources import (
 )
 from cxrviewer.trainer.data import chexpert as _chexpert  # noqa: F401,E402  (registers "chexpert")
 from cxrviewer.trainer.data import nih as _nih  # noqa: F401,E402  (registers "nih")
+from cxrviewer.trainer.data import store as _store  # noqa: F401,E402  (registers "store")
+from cxrviewer.trainer.data import dicom as _dicom  # noqa: F401,E402  (registers "dicom")
 from cxrviewer.trainer.data import synthetic as _synthetic  # noqa: F401,E402  (registers "synthetic")
 from cxrviewer.trainer.data.synthetic import SyntheticSource
 
