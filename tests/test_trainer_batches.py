@@ -123,3 +123,22 @@ def test_cam_box_loss_rewards_maps_inside_the_box():
     masks, present = box_masks(boxes, 3, (32, 32), torch.device("cpu"))
     assert present.tolist() == [[False, True, False]] and masks[0, 1].sum() == 16 * 16
     assert cam_box_loss(inside, [torch.zeros(0, 5)], (32, 32)).item() == 0.0
+
+
+@needs_sample
+def test_a_bad_image_stops_training_with_one_sentence(tmp_path):
+    """A corrupt file met by a data-loading worker reaches the user as its one-sentence error."""
+    import shutil
+
+    from cxrviewer.errors import CxrError
+    from cxrviewer.trainer.loop import fit
+    from tests.trainer_support import tiny_config
+
+    root = tmp_path / "nih"
+    (root / "images").mkdir(parents=True)
+    shutil.copy(NIH_SAMPLE / "Data_Entry_2017_v2020.csv", root)
+    for png in sorted((NIH_SAMPLE / "images").glob("*.png")):
+        (root / "images" / png.name).write_bytes(png.read_bytes()[:200])  # every file truncated
+    config = tiny_config(f"nih:{root}", "baseline", tmp_path, architecture="resnet18", workers=1, max_steps=1)
+    with pytest.raises(CxrError, match=r"^\d+_\d+\.png: .*training stopped"):
+        fit(config)

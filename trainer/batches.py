@@ -26,11 +26,14 @@ import cv2
 import numpy as np
 import torch
 
+from cxrviewer.errors import CxrError
+
 if TYPE_CHECKING:
     from cxrviewer.models.spec import ModelSpec
     from cxrviewer.trainer.image_cache import ImageCache
 
 AUGMENTATIONS = ("none", "light", "strong")
+ERRORS = "__errors__"  # the collated batch's key when an image could not be read
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +140,10 @@ class PlannedImages(torch.utils.data.Dataset):
         return np.asarray(rows, dtype=np.float32).reshape(-1, 5)
 
     def __getitem__(self, item: Item) -> dict:
-        picture, geometry = self.cache.picture(item.index)
+        try:
+            picture, geometry = self.cache.picture(item.index)
+        except CxrError as exc:  # travels to the main process as text: torch cannot rebuild CxrError
+            return {"group": item.group, "index": item.index, "error": str(exc)}
         picture, boxes = augment(picture, self.input_boxes(item.index, geometry), item.aug, item.seed)
         stacked = np.repeat(picture[None], self.spec.in_channels, axis=0)
         image = (stacked - self.mean) / self.std
@@ -147,6 +153,9 @@ class PlannedImages(torch.utils.data.Dataset):
 
 def collate(samples: list[dict]) -> dict[str, dict]:
     """Group planned samples by role: {group: {"image", "labels", "index", "boxes" (list)}}."""
+    errors = [s["error"] for s in samples if "error" in s]
+    if errors:
+        return {ERRORS: {"messages": errors}}
     grouped: dict[str, list[dict]] = defaultdict(list)
     for sample in samples:
         grouped[sample["group"]].append(sample)
@@ -159,6 +168,13 @@ def collate(samples: list[dict]) -> dict[str, dict]:
             "boxes": [s["boxes"] for s in items],
         }
     return out
+
+
+def raise_bad_images(batch: dict) -> None:
+    """Raise, in the main process, the first bad-image sentence a worker met while building `batch`."""
+    if ERRORS in batch:
+        first = batch[ERRORS]["messages"][0].rstrip(".")
+        raise CxrError(None, f"{first}; training stopped (fix or remove the file, then continue with --resume)")
 
 
 def to_device(batch: dict[str, dict], device: torch.device, channels_last: bool) -> dict[str, dict]:

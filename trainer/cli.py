@@ -58,6 +58,8 @@ def _add_fit(sub) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue the run folder RUN from its last checkpoint")
     p.add_argument("--folds", type=int, default=None, metavar="K",
                    help="K-fold patient-disjoint cross-validation: K runs, each tested on its held-out fold")
+    p.add_argument("--fold", type=int, default=None, metavar="F",
+                   help="with --folds K: train only the run whose test split is fold F")
     p.add_argument("--progress", choices=("rich", "jsonl", "none"), default="rich",
                    help="progress for people (rich), for programs (jsonl on stdout) or none")
 
@@ -65,9 +67,11 @@ def _add_fit(sub) -> None:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="per-class AUC and localization accuracy of a model on a data source")
     p.add_argument("--model", required=True, help="model file, run folder or registered model name")
-    p.add_argument("--data", required=True, help="KIND:PATH")
+    p.add_argument("--data", help="KIND:PATH (default, for a run folder: the run's data, split and folds)")
+    p.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the data source, e.g. n_images=200 for synthetic: (repeatable)")
     p.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
-    p.add_argument("--labels", default="default8")
+    p.add_argument("--labels", default=None, help="label space (default: the run's, else default8)")
     p.add_argument("--json", dest="json_out", help="write the results as JSON here")
     p.add_argument("--report", dest="report_dir", help="write results.md, results.json, roc.png, localization.png here")
     p.add_argument("--device", default="auto")
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from cxrviewer.trainer.config import resolve_config
+    from cxrviewer.trainer.config import BadConfig, resolve_config
     from cxrviewer.trainer.progress import make_reporter
 
     flags = {name: getattr(args, name) for name in FIT_FLAGS}
@@ -109,7 +113,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.resume and not config_file:
         config_file = str(Path(args.resume) / "config.yaml")
     config = resolve_config(config_file, flags, args.sets)
-    if args.folds:
+    if args.fold is not None:
+        if not args.folds:
+            raise BadConfig(None, "--fold F needs --folds K")
+        config.folds, config.fold = args.folds, args.fold
+        config.validate()
+    elif args.folds:
         from cxrviewer.trainer.crossval import cross_validate
 
         out = cross_validate(config, args.folds, reporter_kind=args.progress)
@@ -124,20 +133,53 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from cxrviewer.trainer.evaluation import run_evaluation
+    from cxrviewer.trainer.config import BadConfig, apply_sets, read_yaml
+    from cxrviewer.trainer.evaluation import evaluate, run_evaluation
 
+    options = apply_sets({}, [f"data_options.{item}" for item in args.data_options])["data_options"] \
+        if args.data_options else {}
     model = args.model
-    if Path(model).is_dir():
+    if Path(model).is_dir() and args.data is None:
+        # a run folder: its own data, label space, seed, source options and fold split
+        from cxrviewer.models.factory import load_model
+        from cxrviewer.trainer.config import TrainConfig
         from cxrviewer.trainer.export import run_model_file
+        from cxrviewer.trainer.loop import open_training_source
 
-        model = str(run_model_file(model))
-    result = run_evaluation(model, args.data, split=args.split, labels=args.labels, json_out=args.json_out,
-                            report_dir=args.report_dir, device=args.device, cam=args.cam,
-                            box_method=args.box_method, seed=args.seed)
+        config = TrainConfig(**read_yaml(Path(model) / "config.yaml"))
+        config.data_options = {**config.data_options, **options}
+        if args.labels:
+            config.labels = args.labels
+        loaded, spec = load_model(run_model_file(model))
+        result = evaluate(loaded, spec, open_training_source(config), split=args.split, device=args.device,
+                          cam=args.cam, box_method=args.box_method)
+        result.model, result.data = str(model), config.data
+        _write_outputs(result, args, f"{model} on {config.data} ({args.split} split)")
+    else:
+        if args.data is None:
+            raise BadConfig(None, "evaluate needs --data KIND:PATH unless --model is a run folder")
+        if Path(model).is_dir():
+            from cxrviewer.trainer.export import run_model_file
+
+            model = str(run_model_file(model))
+        result = run_evaluation(model, args.data, split=args.split, labels=args.labels or "default8",
+                                json_out=args.json_out, report_dir=args.report_dir, device=args.device, cam=args.cam,
+                                box_method=args.box_method, seed=args.seed, data_options=options)
     summary = result.to_json()
     print(json.dumps({"n_images": summary["n_images"], "mean_auc": summary["mean_auc"],
                       "localization_mean": {t: v["mean"] for t, v in summary["localization"].items()}}, indent=1))
     return 0
+
+
+def _write_outputs(result, args: argparse.Namespace, title: str) -> None:
+    if args.json_out:
+        path = Path(args.json_out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    if args.report_dir:
+        from cxrviewer.trainer.report import write_report
+
+        write_report(result, args.report_dir, title=title)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

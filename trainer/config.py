@@ -62,6 +62,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # also save the resumable state every N steps (0: end of epoch only)
     log_every: int = 10  # progress events every N steps
     val_split: str = "val"
+    folds: int | None = None  # K-fold cross-validation: patient-disjoint folds of the whole source
+    fold: int | None = None  # which fold is the test split of this run (with `folds`)
     method_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -80,6 +82,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 problems.append(f"{name} must not be negative")
+        if (self.folds is None) != (self.fold is None) and self.fold is not None:
+            problems.append("fold needs folds (the number of folds)")
+        if self.folds is not None and (self.folds < 2 or (self.fold is not None and not 0 <= self.fold < self.folds)):
+            problems.append(f"folds must be at least 2 and fold in 0..folds-1 (got folds={self.folds}, fold={self.fold})")
         if self.optimizer not in (None, "adam", "adamw", "sgd"):
             problems.append(f"optimizer must be adam, adamw or sgd, not '{self.optimizer}'")
         if problems:

@@ -23,7 +23,7 @@ from torch import nn
 from cxrviewer.models.checkpoint import save_model
 from cxrviewer.models.factory import create_model
 from cxrviewer.trainer import runtime as rt_mod
-from cxrviewer.trainer.batches import PlannedImages, collate, to_device
+from cxrviewer.trainer.batches import PlannedImages, collate, raise_bad_images, to_device
 from cxrviewer.trainer.config import TrainConfig, save_config
 from cxrviewer.trainer.data import open_source
 from cxrviewer.trainer.image_cache import ImageCache, default_cache_folder
@@ -54,6 +54,17 @@ class BoxesOf:
 
     def __call__(self, index: int) -> list:
         return self.records[index].boxes
+
+
+def open_training_source(config: TrainConfig):
+    """The configured data source; for a cross-validation run, split by its folds (fold = test)."""
+    source = open_source(config.data, labels=config.labels, seed=config.seed, **config.data_options)
+    if config.folds is not None and config.fold is not None:
+        from cxrviewer.trainer.data.folds import fold_split, patient_folds, with_splits
+
+        folds = patient_folds(source.records, config.folds, seed=config.seed)
+        source = with_splits(source, fold_split(source.records, folds, config.fold, seed=config.seed))
+    return source
 
 
 def split_indices(source, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +141,7 @@ class _Fit:
     def __init__(self, config: TrainConfig, runtime, reporter: Reporter, resume: Path | None) -> None:
         self.config, self.rt, self.reporter = config, runtime, reporter
         torch.manual_seed(config.seed + runtime.rank)
-        self.source = open_source(config.data, labels=config.labels, seed=config.seed, **config.data_options)
+        self.source = open_training_source(config)
         self.correction_stats = None
         if config.corrections:
             from cxrviewer.trainer.corrections import apply_corrections
@@ -248,6 +259,7 @@ class _Fit:
         step = start
         for step, batch in enumerate(self.loader(plan[start:]), start=start):
             fetched = time.perf_counter()
+            raise_bad_images(batch)
             batch = to_device(batch, rt.device, rt.channels_last)
             with rt.autocast():
                 loss, parts = net(stage, batch)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cxrviewer.metrics import mean_auc, roc_auc_per_class
-from cxrviewer.trainer.batches import Item, collate
+from cxrviewer.trainer.batches import Item, collate, raise_bad_images
 
 
 @torch.inference_mode()
@@ -29,6 +29,7 @@ def predict_indices(model, dataset, indices: np.ndarray, runtime, batch_size: in
     probs, labels = [], []
     try:
         for batch in loader:
+            raise_bad_images(batch)
             part = batch["query"]
             image = part["image"].to(runtime.device)
             if runtime.channels_last:

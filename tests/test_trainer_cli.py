@@ -1,0 +1,69 @@
+"""`cxrviewer-train fit` then `evaluate` then `export --install`, end to end on the real NIH sample,
+and `fit --folds K` cross-validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cxrviewer.models import load_model
+from cxrviewer.models.registry import installed_models
+from cxrviewer.trainer.cli import main
+from tests.conftest import NIH_SAMPLE
+
+needs_sample = pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/data/nih-sample is not present")
+
+TINY = ["--architecture", "resnet18", "--input-size", "64", "--batch-size", "8", "--workers", "0", "--device", "cpu",
+        "--progress", "none", "--epochs", "1"]
+
+
+@needs_sample
+def test_fit_evaluate_export_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CXRVIEWER_DATA_DIR", str(tmp_path / "data"))
+    runs = tmp_path / "runs"
+    assert main(["fit", "--data", f"nih:{NIH_SAMPLE}", "--method", "baseline", *TINY, "--output", str(runs),
+                 "--name", "e2e", "--max-train-images", "48", "--max-val-images", "40"]) == 0
+    run = runs / "e2e"
+    # evaluate the run folder on its own data and test split, with a report
+    assert main(["evaluate", "--model", str(run), "--json", str(tmp_path / "eval.json"),
+                 "--report", str(tmp_path / "report"), "--device", "cpu"]) == 0
+    doc = json.loads((tmp_path / "eval.json").read_text())
+    assert doc["n_images"] == 94  # the seeded 20% test split of the 474-image sample
+    assert set(doc["auc"]) == set(load_model(run / "best.safetensors")[1].targets)
+    assert set(doc["localization"]) == {"0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
+    assert (tmp_path / "report" / "results.md").is_file() and (tmp_path / "report" / "roc.png").stat().st_size > 0
+    # export and install: the viewer's registry lists it, load_model finds it by name
+    assert main(["export", str(run), "--install", "--name", "site-baseline"]) == 0
+    assert "installed as 'site-baseline'" in capsys.readouterr().out
+    entry = installed_models()["site-baseline"]
+    model, spec = load_model("site-baseline")
+    assert spec.name == "site-baseline" and spec.method == "baseline" and entry.path.is_file()
+    # a changed file is refused by its registry hash
+    entry.path.write_bytes(entry.path.read_bytes()[:-1] + b"\0")
+    from cxrviewer.models.checkpoint import BadModel
+
+    with pytest.raises(BadModel, match="sha256"):
+        load_model("site-baseline")
+
+
+@needs_sample
+def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
+    runs = tmp_path / "runs"
+    assert main(["fit", "--data", f"nih:{NIH_SAMPLE}", "--method", "baseline", *TINY, "--output", str(runs),
+                 "--name", "cv", "--folds", "2", "--max-train-images", "24", "--max-val-images", "16",
+                 "--max-steps", "2"]) == 0
+    summary = json.loads((runs / "cv" / "folds.json").read_text())
+    assert summary["n_folds"] == 2 and sum(summary["n_images"]) == 474  # every image tested exactly once
+    assert "mean" in summary["mean_auc"] and (runs / "cv" / "fold1" / "report" / "results.md").is_file()
+    # the fold is part of the run's configuration, so the fold's run is resumable on its own split
+    import yaml
+
+    saved = yaml.safe_load((runs / "cv" / "fold1" / "config.yaml").read_text())
+    assert (saved["folds"], saved["fold"]) == (2, 1)
+
+
+def test_methods_lists_every_method_with_defaults(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "defaults:" in out
