@@ -51,6 +51,9 @@ def test_corrections_must_name_a_store(tmp_path):
 
     with pytest.raises(CxrError, match="store:DB"):
         apply_corrections(None, "nih:/x")  # type: ignore[arg-type]
+    with pytest.raises(CxrError, match="does not exist"):
+        apply_corrections(None, f"store:{tmp_path / 'missing.db'}")  # type: ignore[arg-type]
+    assert not (tmp_path / "missing.db").exists()  # and no empty store was created
 
 
 @needs_sample

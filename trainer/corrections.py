@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxrviewer.errors import CxrError
+from cxrviewer.errors import CxrError, MissingFile
 from cxrviewer.trainer.data.sources import DataSource, Record
 
 
@@ -62,6 +62,8 @@ def apply_corrections(source: DataSource, spec: str) -> CorrectionStats:
     kind, path = parse_source(spec)
     if kind != "store":
         raise CxrError(None, f"--corrections takes an annotation store as store:DB, not '{spec}'")
+    if not path.is_file():
+        raise MissingFile(path, "the annotation store given to --corrections does not exist")
     stats = CorrectionStats(str(path))
     with AnnotationStore.open(path) as store:
         corrections = store.corrections()

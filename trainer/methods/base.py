@@ -56,7 +56,7 @@ class Method:
     has_box_path: ClassVar[bool] = False  # boxes are part of the paper's method (else: --corrections adds a CAM loss)
     defaults: ClassVar[dict[str, Any]] = {
         "epochs": 10, "lr": 1e-4, "optimizer": "adam", "weight_decay": 1e-5, "clip_grad": None,
-        "correction_weight": 0.1,
+        "correction_weight": 0.1, "box_supervision": False,
     }
 
     def __init__(self, config: "TrainConfig", source: "DataSource", train: np.ndarray) -> None:
@@ -69,7 +69,9 @@ class Method:
             raise CxrError(None, f"the {self.name} method has no option {', '.join(unknown)} "
                                  f"(its options: {', '.join(sorted(self.defaults))})")
         self.labels = source.label_matrix()
-        self.use_boxes = self.has_box_path or bool(config.corrections)
+        # Boxes train the model when the paper has a box path, when clinicians corrected boxes, or
+        # when asked (`--set box_supervision=true`: the source's own boxes, e.g. NIH's or synthetic ones).
+        self.use_boxes = self.has_box_path or bool(config.corrections) or bool(self.args.get("box_supervision"))
 
     # --- configuration -----------------------------------------------------------------------
     def hyper(self, name: str) -> Any:
