@@ -16,9 +16,6 @@
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +24,7 @@ import numpy as np
 
 from cxrviewer.errors import BadLabels, MissingFile
 from cxrviewer.io.codestream import png_size
-from cxrviewer.io.labels import NIH_FINDINGS, NO_FINDING
+from cxrviewer.io.labels import NIH_FINDINGS, NO_FINDING, read_csv_rows, read_label_columns
 from cxrviewer.trainer.data.sources import Box, DataSource, Record, register_source
 from cxrviewer.trainer.data.splits import holdout_patients, split_patients
 
@@ -35,12 +32,6 @@ NIH_BOX_SIZE = 1024.0  # the BBox_List coordinates are in the 1024x1024 PNG spac
 BOX_NAME_FIX = {"Infiltrate": "Infiltration"}
 # Label-space names from other vocabularies that mean the same NIH finding.
 NIH_EQUIVALENT = {"Pleural Effusion": "Effusion", "Pleural Thickening": "Pleural_Thickening"}
-_REQUIRED = ("Image Index", "Finding Labels", "Follow-up #", "Patient ID")
-
-
-def _read_csv(path: Path) -> list[list[str]]:
-    data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
-    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
 
 
 def find_table(root: Path, stem: str) -> Path | None:
@@ -49,34 +40,9 @@ def find_table(root: Path, stem: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_data_entry(path: Path) -> dict[str, list[str]]:
-    """The NIH table as columns of strings: image, findings, follow_up, patient, age, sex, view."""
-    rows = _read_csv(path)
-    if not rows:
-        raise BadLabels(path, "the labels table is empty")
-    header = [h.strip() for h in rows[0]]
-    missing = [c for c in _REQUIRED if c not in header]
-    if missing:
-        raise BadLabels(path, f"the labels table lacks the column(s) {', '.join(missing)}")
-    body = [r for r in rows[1:] if r and r[0].strip()]
-    width = len(header)
-    if any(len(r) < min(width, 7) for r in body):
-        bad = next(i for i, r in enumerate(body) if len(r) < min(width, 7))
-        raise BadLabels(path, f"row {bad + 2} of the labels table has too few fields")
-    columns = list(zip(*body)) if body else [()] * width
-    col = {name: header.index(name) for name in header}
-
-    def get(name: str) -> list[str]:
-        return list(map(str.strip, columns[col[name]])) if name in col else [""] * len(body)
-
-    return {"image": get("Image Index"), "findings": get("Finding Labels"), "follow_up": get("Follow-up #"),
-            "patient": get("Patient ID"), "age": get("Patient Age"), "sex": get("Patient Gender"),
-            "view": get("View Position")}
-
-
 def read_bbox_list(path: Path) -> dict[str, list[Box]]:
     """`BBox_List_2017` -> {image: [(class, x0, y0, x1, y1), ...]} in the 1024 space, names fixed."""
-    rows = _read_csv(path)
+    rows = read_csv_rows(path, "box table")
     boxes: dict[str, list[Box]] = {}
     for line_no, rec in enumerate(rows[1:], start=2):
         if not rec or not rec[0].strip():
@@ -179,22 +145,22 @@ def open_nih(root: Path, *, labels: Sequence[str], seed: int = 0, val_fraction: 
     if table is None:
         raise MissingFile(root, "the folder has no Data_Entry_2017*.csv(.gz) labels table")
     notes: list[str] = []
-    cols = read_data_entry(table)
+    cols = read_label_columns(table)  # the one NIH table reader, shared with load_image and the catalog
     files = list_images(root)
-    images = cols["image"]
+    images = cols.image
     if files:
         keep = [i for i, name in enumerate(images) if name in files]
         if len(keep) < len(images):
             notes.append(f"{len(images) - len(keep)} table rows dropped: their image files are absent")
-            cols = {k: [v[i] for i in keep] for k, v in cols.items()}
-            images = cols["image"]
+            cols = cols.take(keep)
+            images = cols.image
         extra = len(files) - len(images)
         if extra > 0:
             notes.append(f"{extra} image files not in the labels table ignored")
     else:
         notes.append("no image files: metadata-only source (path=None, boxes in the 1024 space)")
-    label_matrix = _label_vectors(cols["findings"], labels, notes)
-    patients = np.asarray(cols["patient"], dtype=str)
+    label_matrix = _label_vectors(cols.findings, labels, notes)
+    patients = np.asarray(cols.patient, dtype=str)
     split = _official_split(root, images, patients, val_fraction, seed, notes)
     if split is None:
         split = split_patients(patients, fractions, seed=seed)
@@ -218,14 +184,14 @@ def open_nih(root: Path, *, labels: Sequence[str], seed: int = 0, val_fraction: 
             sx, sy = width / NIH_BOX_SIZE, height / NIH_BOX_SIZE
             boxes[name] = [(c, x0 * sx, y0 * sy, x1 * sx, y1 * sy) for c, x0, y0, x1, y1 in items]
 
-    ages = {text: _int_or_none(text) for text in set(cols["age"])}
+    ages = {text: _int_or_none(text) for text in set(cols.age)}
     # Positional arguments (image_id, path, patient_id, study_id, view, laterality, labels, boxes, sex,
     # age, split): three times faster than keywords over 112,120 rows.
     records = [
         Record(name, files.get(name), pid, f"{pid}_{fu}", view, "", lab, list(boxes.get(name, ())), sex,
                ages[age], sp)
         for name, pid, fu, view, lab, sex, age, sp in zip(
-            images, cols["patient"], cols["follow_up"], cols["view"], list(label_matrix), cols["sex"],
-            cols["age"], split.tolist())
+            images, cols.patient, cols.follow_up, cols.view, list(label_matrix), cols.sex, cols.age,
+            split.tolist())
     ]
     return DataSource("nih", root, records, labels, seed=seed, notes=notes)
