@@ -1,6 +1,7 @@
 """`fit`: the training loop shared by every method.
 
-For each of the method's stages: an optimiser and a cosine schedule over the stage's steps; for each
+For each of the method's stages: an optimiser (the method's parameter groups) and the method's
+learning-rate schedule (default: cosine decay over the stage's steps); for each
 epoch the method's planned batches (this process's share under torchrun), decoded through the
 preprocessed-image cache by `workers` processes, the loss under autocast, gradient clipping, the
 step, the method's after-step hook; every `checkpoint_every` steps and at each epoch's end the
@@ -95,6 +96,7 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 
 def make_optimizer(name: str, params: list, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam (default), AdamW or SGD with momentum 0.9 over parameters or parameter groups."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     if name == "adamw":
@@ -221,10 +223,12 @@ class _Fit:
             if si < position.stage or stopped:
                 continue
             params = set_trainable(step_module, stage)
-            optimizer = make_optimizer(self.method.hyper("optimizer"), params, stage.lr,
-                                       float(self.method.hyper("weight_decay")))
+            decay = float(self.method.hyper("weight_decay"))
+            optimizer = make_optimizer(self.method.hyper("optimizer"),
+                                       self.method.param_groups(step_module, params, decay), stage.lr, decay)
             steps = max(1, stage.epochs * plan_sizes[si])
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine(steps))
+            factor = self.method.lr_factor(stage, plan_sizes[si]) or cosine(steps)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
             if self.state is not None and si == position.stage and self.state.get("optimizer_stage") == si \
                     and self.state.get("optimizer") is not None:

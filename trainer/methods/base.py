@@ -85,6 +85,21 @@ class Method:
     def stages(self) -> list[Stage]:
         return [Stage("train", int(self.hyper("epochs")), float(self.hyper("lr")))]
 
+    def param_groups(self, step_module: nn.Module, params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+        """Optimiser parameter groups over the trainable `params` (default: one group)."""
+        return [{"params": params, "weight_decay": weight_decay}]
+
+    def lr_factor(self, stage: Stage, steps_per_epoch: int) -> Any:
+        """The learning-rate multiplier as a function of the step in the stage, or None for the
+        loop's cosine decay."""
+        return None
+
+    @staticmethod
+    def step_decay(every_epochs: int, steps_per_epoch: int, gamma: float = 0.1) -> Any:
+        """StepLR as a step function: lr × gamma every `every_epochs` epochs."""
+        period = max(1, every_epochs * steps_per_epoch)
+        return lambda step: gamma ** (step // period)
+
     # --- modules and state ---------------------------------------------------------------------
     def build_modules(self, model: nn.Module, spec: "ModelSpec") -> nn.ModuleDict:
         """Trainable training-only modules (saved in the training state, not in the model file)."""
