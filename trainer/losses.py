@@ -69,6 +69,8 @@ def differentiable_gradcam(model: nn.Module, x: torch.Tensor) -> tuple[torch.Ten
     with α the spatial mean of d logit / d A, as in Grad-CAM, before any normalisation.
     """
     features = model.feature_map(x)
+    if not features.requires_grad:  # a frozen encoder (linear evaluation): the CAM loss still trains the head
+        features = features.detach().requires_grad_(True)
     logits = model.head(torch.flatten(model.pool(features), 1))
     maps = []
     for k in range(logits.shape[1]):

@@ -28,13 +28,14 @@ def resnet_trunk(depth: str, in_channels: int, triplet_attention: bool) -> ResNe
 
 def build_resnet(depth: str, num_classes: int, in_channels: int = 1, triplet_attention: bool = False,
                  head: str = "linear", head_hidden: int = 512, projection: bool = False,
-                 projection_dim: int = 128, radiomic_features: int = 0, **unused: Any) -> CXRClassifier:
+                 projection_dim: int = 128, projection_hidden: int | None = None, radiomic_features: int = 0,
+                 **unused: Any) -> CXRClassifier:
     if unused:
         raise ValueError(f"unknown architecture option(s): {', '.join(sorted(unused))}")
     dim = FEATURE_DIMS[depth]
     aux: dict[str, nn.Module] = {}
     if projection:
-        aux["projection"] = projection_head(dim, hidden=dim, out=projection_dim)
+        aux["projection"] = projection_head(dim, hidden=projection_hidden or dim, out=projection_dim)
     if radiomic_features:
         aux["radiomic_encoder"] = radiomic_encoder(radiomic_features, out=dim)
         aux["radiomic_projection"] = projection_head(dim, hidden=dim, out=projection_dim)
