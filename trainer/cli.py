@@ -25,7 +25,7 @@ FIT_FLAGS = {  # flag -> (type, help); each becomes a TrainConfig override when 
     "input_size": (int, "input height = width in pixels (default 512)"),
     "batch_size": (int, "images per batch and process (default 16)"),
     "epochs": (int, "epochs (fine-tuning epochs for two-stage methods)"),
-    "pretrain_epochs": (int, "pre-training epochs of byol-cam / medaug"),
+    "pretrain_epochs": (int, "pre-training epochs of byol-cam / medaug; cianet: alignment-network epochs"),
     "lr": (float, "learning rate (default: the method's)"),
     "weight_decay": (float, "weight decay (default: the method's)"),
     "optimizer": (str, "adam, adamw or sgd (default: the method's)"),
