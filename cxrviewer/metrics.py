@@ -34,22 +34,27 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def known_labels(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-D positive flags (bool) and scores (float64) with the NaN labels left out; checks the values."""
+    t = np.asarray(y_true, dtype=np.float64).ravel()
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    if t.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {t.size} vs {s.size}")
+    keep = ~np.isnan(t)
+    t, s = t[keep], s[keep]
+    if not np.isin(t, (0.0, 1.0)).all():
+        raise ValueError("labels must be 0 or 1 (or NaN for missing)")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    return t == 1.0, s
+
+
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float | None:
     """Area under the ROC curve of one class by the Mann-Whitney U statistic (ties count one half).
 
     Labels are 0/1 (bool, int or float); NaN labels (missing or uncertain) are left out. Returns
     None, *undefined*, when the remaining labels are all positive or all negative."""
-    t = np.asarray(y_true, dtype=np.float64).ravel()
-    s = np.asarray(y_score, dtype=np.float64).ravel()
-    if t.shape != s.shape:
-        raise ValueError(f"labels and scores differ in length: {t.size} vs {s.size}")
-    known = ~np.isnan(t)
-    t, s = t[known], s[known]
-    if not np.isin(t, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1 (or NaN for missing)")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite")
-    pos = t == 1.0
+    pos, s = known_labels(y_true, y_score)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     if n_pos == 0 or n_neg == 0:
         return None

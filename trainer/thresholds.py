@@ -21,6 +21,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from cxrviewer.metrics import known_labels
+
 RULES: tuple[str, ...] = ("youden", "f1")
 
 
@@ -36,21 +38,6 @@ class OperatingPoint(NamedTuple):
     threshold: float
     sensitivity: float | None  # None: no known positive
     specificity: float | None  # None: no known negative
-
-
-def _known(y_true: np.ndarray, y_score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """1-D labels (bool) and scores (float64) with the NaN labels left out; checks the values."""
-    t = np.asarray(y_true, dtype=np.float64).ravel()
-    s = np.asarray(y_score, dtype=np.float64).ravel()
-    if t.shape != s.shape:
-        raise ValueError(f"labels and scores differ in length: {t.size} vs {s.size}")
-    keep = ~np.isnan(t)
-    t, s = t[keep], s[keep]
-    if not np.isin(t, (0.0, 1.0)).all():
-        raise ValueError("labels must be 0 or 1 (or NaN for unknown)")
-    if not np.isfinite(s).all():
-        raise ValueError("scores must be finite")
-    return t == 1.0, s
 
 
 def _cumulative(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,7 +56,7 @@ def roc_curve(y_true: np.ndarray, y_score: np.ndarray, *, drop_intermediate: boo
 
     `drop_intermediate` leaves out the points in the middle of a straight vertical or horizontal run
     (the curve, and so its area, is unchanged): a compact curve for reports of large test sets."""
-    positive, scores = _known(y_true, y_score)
+    positive, scores = known_labels(y_true, y_score)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         empty = np.zeros(0, np.float64)
@@ -87,7 +74,7 @@ def best_threshold(y_true: np.ndarray, y_score: np.ndarray, rule: str = "youden"
     """The score maximising `rule` for one class, or None when the known labels have one value."""
     if rule not in RULES:
         raise ValueError(f"unknown threshold rule '{rule}' (known: {', '.join(RULES)})")
-    positive, scores = _known(y_true, y_score)
+    positive, scores = known_labels(y_true, y_score)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return None
@@ -113,7 +100,7 @@ def calibrate_thresholds(y_true: np.ndarray, y_score: np.ndarray, rule: str = "y
 
 def operating_point(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> OperatingPoint:
     """Sensitivity and specificity of calling ``score >= threshold`` positive (NaN labels left out)."""
-    positive, scores = _known(y_true, y_score)
+    positive, scores = known_labels(y_true, y_score)
     called = scores >= threshold
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     sensitivity = float((called & positive).sum() / n_pos) if n_pos else None

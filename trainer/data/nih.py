@@ -22,14 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrviewer.errors import BadLabels, MissingFile
+from cxrviewer.errors import MissingFile
 from cxrviewer.io.codestream import png_size
-from cxrviewer.io.labels import NIH_FINDINGS, NO_FINDING, read_csv_rows, read_label_columns
+from cxrviewer.annotations.records import FINDING_ALIASES
+from cxrviewer.io.labels import NIH_FINDINGS, NO_FINDING, read_label_columns
 from cxrviewer.trainer.data.sources import Box, DataSource, Record, register_source
 from cxrviewer.trainer.data.splits import holdout_patients, split_patients
 
 NIH_BOX_SIZE = 1024.0  # the BBox_List coordinates are in the 1024x1024 PNG space
-BOX_NAME_FIX = {"Infiltrate": "Infiltration"}
 # Label-space names from other vocabularies that mean the same NIH finding.
 NIH_EQUIVALENT = {"Pleural Effusion": "Effusion", "Pleural Thickening": "Pleural_Thickening"}
 
@@ -41,18 +41,13 @@ def find_table(root: Path, stem: str) -> Path | None:
 
 
 def read_bbox_list(path: Path) -> dict[str, list[Box]]:
-    """`BBox_List_2017` -> {image: [(class, x0, y0, x1, y1), ...]} in the 1024 space, names fixed."""
-    rows = read_csv_rows(path, "box table")
+    """`BBox_List_2017` -> {image: [(class, x0, y0, x1, y1), ...]} in the 1024 space, names fixed
+    (the table is read by the annotation store's reader, `cxrviewer.annotations.bbox_io`)."""
+    from cxrviewer.annotations.bbox_io import read_bbox_csv
+
     boxes: dict[str, list[Box]] = {}
-    for line_no, rec in enumerate(rows[1:], start=2):
-        if not rec or not rec[0].strip():
-            continue
-        try:
-            x, y, w, h = (float(v) for v in rec[2:6])
-        except ValueError as exc:
-            raise BadLabels(path, f"row {line_no} of the box table is malformed ({exc})") from exc
-        name = rec[1].strip()
-        boxes.setdefault(rec[0].strip(), []).append((BOX_NAME_FIX.get(name, name), x, y, x + w, y + h))
+    for image, name, x, y, w, h in read_bbox_csv(path):
+        boxes.setdefault(image, []).append((FINDING_ALIASES.get(name, name), x, y, x + w, y + h))
     return boxes
 
 
