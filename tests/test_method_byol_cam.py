@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import itertools
-import json
 
 import numpy as np
 import pytest
 import torch
 
-from cxrviewer.models import load_model
 from cxrviewer.trainer.batches import collate, to_device
-from cxrviewer.trainer.loop import TrainStep, _Fit, fit
+from cxrviewer.trainer.loop import TrainStep, _Fit
 from cxrviewer.trainer.methods import get_method
 from cxrviewer.trainer.methods.ema import byol_momentum, online_encoder
 from cxrviewer.trainer.progress import QuietReporter
 from cxrviewer.trainer.runtime import Runtime
 from tests.conftest import NIH_SAMPLE
-from tests.trainer_support import repeated_batch_losses, tiny_config
+from tests.trainer_support import check_two_stage_run_resumes_exactly, repeated_batch_losses, tiny_config
 
 needs_sample = pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/data/nih-sample is not present")
 # The NIH sample has no boxes: setup says the CAM loss will not apply (checked in test_stages_and_plans).
@@ -174,29 +172,8 @@ def test_head_is_reset_once_when_finetuning_starts(tmp_path):
     assert method.state_dict()["head_reset"] is True
 
 
-def step_losses(run) -> dict[int, tuple[str, float]]:
-    events = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
-    return {e["global_step"]: (e["stage"], e["loss"]) for e in events if e["event"] == "step"}
-
-
 @needs_sample
 def test_fit_crosses_into_finetuning_and_resumes_exactly(tmp_path):
     """3 pre-training steps then fine-tuning; stopped after step 2 and resumed, the run repeats the
     uninterrupted run's third loss (the momentum encoder, its step count were restored)."""
-    def config(name, steps):
-        return tiny_config(f"nih:{NIH_SAMPLE}", "byol-cam", tmp_path, architecture="resnet18", pretrain_epochs=1,
-                           epochs=1, max_train_images=18, max_val_images=6, max_steps=steps, name=name)
-
-    whole = fit(config("whole", 4))
-    reference = step_losses(whole)
-    assert [reference[k][0] for k in (1, 2, 3, 4)] == ["pretrain", "pretrain", "pretrain", "finetune"]
-    events = [json.loads(line) for line in (whole / "progress.jsonl").read_text().splitlines()]
-    assert "byol" in next(e for e in events if e["event"] == "step")
-    for name in ("best", "last"):
-        model, spec = load_model(whole / f"{name}.safetensors")
-        assert spec.method == "byol-cam" and spec.architecture == "resnet18" and "projection" in model.aux
-    part = fit(config("part", 2))
-    fit(config("part", 3), resume=part)
-    resumed = step_losses(part)
-    assert resumed[3][0] == "pretrain"
-    assert resumed[3][1] == pytest.approx(reference[3][1], rel=1e-5, abs=1e-6)
+    check_two_stage_run_resumes_exactly(f"nih:{NIH_SAMPLE}", "byol-cam", tmp_path, "byol")

@@ -57,3 +57,39 @@ def repeated_batch_losses(config, steps: int, stage_index: int = 0, lr: float | 
         losses.append(float(loss.detach()))
     assert all(np.isfinite(losses)), losses
     return losses
+
+
+def step_losses(run) -> dict[int, tuple[str, float]]:
+    """{global step: (stage, loss)} from a run's progress log."""
+    import json
+
+    events = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
+    return {e["global_step"]: (e["stage"], e["loss"]) for e in events if e["event"] == "step"}
+
+
+def check_two_stage_run_resumes_exactly(data: str, method: str, tmp_path, loss_part: str, **fields) -> None:
+    """A two-stage method on a tiny run: 3 pre-training steps then fine-tuning, loadable best/last files;
+    stopped after step 2 and resumed, the run repeats the uninterrupted run's third loss (its method
+    state — EMA target, key encoder, queue — was restored)."""
+    import json
+
+    from cxrviewer.models import load_model
+    from cxrviewer.trainer.loop import fit
+
+    def config(name, steps):
+        return tiny_config(data, method, tmp_path, architecture="resnet18", pretrain_epochs=1, epochs=1,
+                           max_train_images=18, max_val_images=6, max_steps=steps, name=name, **fields)
+
+    whole = fit(config("whole", 4))
+    reference = step_losses(whole)
+    assert [reference[k][0] for k in (1, 2, 3, 4)] == ["pretrain", "pretrain", "pretrain", "finetune"]
+    events = [json.loads(line) for line in (whole / "progress.jsonl").read_text().splitlines()]
+    assert loss_part in next(e for e in events if e["event"] == "step")
+    for name in ("best", "last"):
+        model, spec = load_model(whole / f"{name}.safetensors")
+        assert spec.method == method and spec.architecture == "resnet18" and "projection" in model.aux
+    part = fit(config("part", 2))
+    fit(config("part", 3), resume=part)
+    resumed = step_losses(part)
+    assert resumed[3][0] == "pretrain"
+    assert abs(resumed[3][1] - reference[3][1]) <= 1e-6 + 1e-5 * abs(reference[3][1])

@@ -29,7 +29,7 @@ from cxrviewer.io.catalog import Catalog
 from cxrviewer.io.labels import NO_FINDING
 from cxrviewer.trainer.data.nih import NIH_EQUIVALENT
 from cxrviewer.trainer.data.sources import LABEL_SPACES, DataSource, Record, register_source
-from cxrviewer.trainer.data.splits import split_patients
+from cxrviewer.trainer.data.splits import assign_splits
 
 KEY_COLUMNS = ("SOPInstanceUID", "path")
 FINDINGS_COLUMN = "Finding Labels"
@@ -175,8 +175,5 @@ def open_dicom(root: Path, *, labels: Sequence[str], seed: int = 0, table: str |
         notes.append(f"{len(parsed.keys) - len(used)} rows of {parsed.path.name} match no catalogued image")
     if errors:
         notes.append(f"{len(errors)} files in the folder could not be catalogued (see the catalog's errors)")
-    split = split_patients([r.patient_id for r in records], fractions, seed=seed)
-    for record, name in zip(records, split.tolist()):
-        record.split = name
-    notes.append(f"seeded patient-disjoint split {'/'.join(f'{f:g}' for f in fractions)} (seed {seed})")
+    notes.append(assign_splits(records, fractions, seed))
     return DataSource("dicom", root, records, labels, seed=seed, notes=notes)

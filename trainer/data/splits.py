@@ -49,3 +49,12 @@ def holdout_patients(patient_ids: Sequence[str] | np.ndarray, fraction: float, s
                      name: str = "val", rest: str = "train") -> np.ndarray:
     """Split names: a seeded `fraction` of the patients -> `name`, the other patients -> `rest`."""
     return split_patients(patient_ids, (1.0 - fraction, fraction), (rest, name), seed)
+
+
+def assign_splits(records: Sequence, fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 0) -> str:
+    """Set `record.split` by a seeded patient-disjoint draw (`split_patients`); returns the note
+    that says so, for the source's `notes`."""
+    names = split_patients([r.patient_id for r in records], fractions, seed=seed)
+    for record, name in zip(records, names.tolist()):
+        record.split = name
+    return f"seeded patient-disjoint split {'/'.join(f'{f:g}' for f in fractions)} (seed {seed})"

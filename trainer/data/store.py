@@ -19,7 +19,7 @@ import numpy as np
 from cxrviewer.annotations import AnnotationStore
 from cxrviewer.trainer.data.nih import NIH_EQUIVALENT
 from cxrviewer.trainer.data.sources import DataSource, Record, register_source
-from cxrviewer.trainer.data.splits import split_patients
+from cxrviewer.trainer.data.splits import assign_splits
 
 
 def _column_of(label_names: Sequence[str]) -> dict[str, int]:
@@ -93,8 +93,5 @@ def open_store(root: Path, *, labels: Sequence[str], seed: int = 0,
         notes.append(f"{anonymous} images without a patient id each count as their own patient in the split")
     if outside:
         notes.append(f"findings outside the label space ignored for labels: {', '.join(sorted(outside))}")
-    split = split_patients([r.patient_id for r in records], fractions, seed=seed)
-    for record, name in zip(records, split.tolist()):
-        record.split = name
-    notes.append(f"seeded patient-disjoint split {'/'.join(f'{f:g}' for f in fractions)} (seed {seed})")
+    notes.append(assign_splits(records, fractions, seed))
     return DataSource("store", root, records, labels, seed=seed, notes=notes)

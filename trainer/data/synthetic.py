@@ -35,7 +35,7 @@ from cxrviewer.trainer.data.lesions import (
 )
 from cxrviewer.trainer.data.nih import find_table, image_size, list_images, open_nih
 from cxrviewer.trainer.data.sources import DataSource, Record, register_source
-from cxrviewer.trainer.data.splits import split_patients
+from cxrviewer.trainer.data.splits import assign_splits
 
 
 class SyntheticSource(DataSource):
@@ -176,6 +176,5 @@ def open_synthetic(root: Path, *, labels: Sequence[str], seed: int = 0, n_images
         records.append(Record(image_id, path, base.patient_id, base.study_id, base.view, base.laterality, vector,
                               boxes, base.sex, base.age))
         plans[image_id] = (base.path, lesions)
-    for record, split in zip(records, split_patients([r.patient_id for r in records], fractions, seed=seed).tolist()):
-        record.split = split
+    notes.append(assign_splits(records, fractions, seed))
     return SyntheticSource(root, records, labels, plans, seed=seed, cache_dir=cache, cache_size=cache_size, notes=notes)
