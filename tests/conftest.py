@@ -44,5 +44,9 @@ def nih_sample() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Catalog indexes and settings go to a per-session temporary folder, never ~/.cache."""
-    monkeypatch.setenv("CXRVIEWER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    """Catalog indexes, image caches, settings and installed models go to a per-session temporary
+    folder, never the user's ~/.cache, ~/.config or ~/.local/share (a test may override them)."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("CXRVIEWER_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("CXRVIEWER_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("CXRVIEWER_DATA_DIR", str(base / "data"))

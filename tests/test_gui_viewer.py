@@ -86,3 +86,18 @@ def test_demo_screenshot_command(tmp_path):
 
     picture = cv2.imread(str(out), cv2.IMREAD_GRAYSCALE)
     assert picture is not None and picture.shape[0] > 400 and picture.std() > 20
+
+
+def test_tools_menu_opens_the_retrain_and_settings_dialogs(window, qtbot, tmp_path):
+    titles = [a.text() for a in window.tools_menu.actions()]
+    assert titles == ["Retrain a model…", "Settings…"]
+    retrain = window.open_retrain()
+    assert retrain.isVisible() and str(window.settings.store_path) in retrain.store_path.text()
+    retrain.close()
+    dialog = window.open_settings()
+    dialog.annotator.setText("dr-test")
+    dialog.accept()
+    assert window.settings.annotator == "dr-test"
+    from cxrviewer.settings import Settings
+
+    assert Settings.load()[0].annotator == "dr-test"  # saved to the (test) config folder

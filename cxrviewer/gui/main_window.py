@@ -6,19 +6,24 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QSplitter, QToolBar
+from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QSplitter, QToolBar
 
 from cxrviewer.gui.browser import BrowserPanel
 from cxrviewer.gui.canvas import ImageCanvas
 from cxrviewer.gui.document import ViewerDocument
 from cxrviewer.gui.voi_presets import VoiPresetBox
 from cxrviewer.gui.workers import run_task
+from cxrviewer.settings import Settings
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, document: ViewerDocument | None = None) -> None:
+    def __init__(self, document: ViewerDocument | None = None, settings: Settings | None = None) -> None:
         super().__init__()
         self.document = document or ViewerDocument()
+        warnings: list[str] = []
+        if settings is None:
+            settings, warnings = Settings.load()
+        self.settings = settings
         self.setWindowTitle("cxrviewer")
         self.browser = BrowserPanel(self.document)
         self.canvas = ImageCanvas(self.document)
@@ -36,6 +41,9 @@ class MainWindow(QMainWindow):
         self.canvas.readout.connect(self.info.setText)
         self.document.error.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.document.image_changed.connect(self._on_image)
+        self._build_menus()
+        for warning in warnings:
+            self.document.error.emit(warning)
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Display")
@@ -53,6 +61,35 @@ class MainWindow(QMainWindow):
         fit = QAction("Fit", self, shortcut=QKeySequence("F"))
         fit.triggered.connect(lambda: self.canvas.view.autoRange(padding=0.01))
         bar.addAction(fit)
+
+    def _build_menus(self) -> None:
+        tools = self.menuBar().addMenu("&Tools")
+        retrain = QAction("Retrain a model…", self)
+        retrain.triggered.connect(self.open_retrain)
+        tools.addAction(retrain)
+        preferences = QAction("Settings…", self, shortcut=QKeySequence.StandardKey.Preferences)
+        preferences.triggered.connect(self.open_settings)
+        tools.addAction(preferences)
+        self.tools_menu = tools
+
+    def open_retrain(self) -> QDialog:
+        """The retraining dialog (non-modal), on the annotation store of the settings."""
+        from cxrviewer.gui.retrain_dialog import RetrainDialog
+
+        dialog = RetrainDialog(self.settings.store_path, self)
+        dialog.model_registered.connect(
+            lambda name: self.statusBar().showMessage(f"New model '{name}' is installed and can be chosen.", 15000))
+        dialog.show()
+        return dialog
+
+    def open_settings(self) -> QDialog:
+        """The settings dialog (window-modal); accepted settings become the window's settings."""
+        from cxrviewer.gui.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self)
+        dialog.accepted.connect(lambda: setattr(self, "settings", dialog.settings()))
+        dialog.open()
+        return dialog
 
     # --- opening ----------------------------------------------------------------------------
     def _ask_folder(self) -> None:
