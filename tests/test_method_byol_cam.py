@@ -8,33 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from cxrviewer.trainer.batches import collate, to_device
-from cxrviewer.trainer.loop import TrainStep, _Fit
 from cxrviewer.trainer.methods import get_method
 from cxrviewer.trainer.methods.ema import byol_momentum, online_encoder
-from cxrviewer.trainer.progress import QuietReporter
-from cxrviewer.trainer.runtime import Runtime
 from tests.conftest import NIH_SAMPLE
-from tests.trainer_support import check_two_stage_run_resumes_exactly, repeated_batch_losses, tiny_config
+from tests.trainer_support import (
+    check_two_stage_run_resumes_exactly, first_batch, prepared, repeated_batch_losses, tiny_config,
+)
 
 needs_sample = pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/data/nih-sample is not present")
 # The NIH sample has no boxes: setup says the CAM loss will not apply (checked in test_stages_and_plans).
 pytestmark = pytest.mark.filterwarnings("ignore:byol-cam. no training image carries a box")
 CPU = torch.device("cpu")
-
-
-def prepared(config):
-    """(fit, method, model, modules, step module) set up as the loop sets them up."""
-    run = _Fit(config, Runtime(CPU), QuietReporter(), None)
-    modules = run.method.build_modules(run.model, run.spec)
-    step = TrainStep(run.method, run.model, modules)
-    run.method.setup(run.model, run.spec, CPU)
-    return run, run.method, run.model, modules, step
-
-
-def first_batch(run, stage):
-    plan = run.method.plan_epoch(stage, 0)
-    return to_device(collate([run.dataset[item] for item in plan[0]]), CPU, False)
 
 
 def test_defaults_follow_the_paper():

@@ -11,34 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from cxrviewer.errors import CxrError
-from cxrviewer.trainer.batches import collate, to_device
 from cxrviewer.trainer.config import resolve_config
 from cxrviewer.trainer.data.sources import DataSource, Record
-from cxrviewer.trainer.loop import TrainStep, _Fit
+from cxrviewer.trainer.loop import TrainStep
 from cxrviewer.trainer.methods import get_method
 from cxrviewer.trainer.methods.ema import split_forward
 from cxrviewer.trainer.methods.medaug import hard_negative_nce
-from cxrviewer.trainer.progress import QuietReporter
-from cxrviewer.trainer.runtime import Runtime
 from tests.conftest import NIH_SAMPLE
-from tests.trainer_support import check_two_stage_run_resumes_exactly, repeated_batch_losses, tiny_config
+from tests.trainer_support import (
+    check_two_stage_run_resumes_exactly, first_batch, prepared, repeated_batch_losses, tiny_config,
+)
 
 needs_sample = pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/data/nih-sample is not present")
 CPU = torch.device("cpu")
 FRONTAL = {"PA", "AP"}
-
-
-def prepared(config):
-    run = _Fit(config, Runtime(CPU), QuietReporter(), None)
-    modules = run.method.build_modules(run.model, run.spec)
-    step = TrainStep(run.method, run.model, modules)
-    run.method.setup(run.model, run.spec, CPU)
-    return run, run.method, run.model, modules, step
-
-
-def first_batch(run, stage):
-    plan = run.method.plan_epoch(stage, 0)
-    return to_device(collate([run.dataset[item] for item in plan[0]]), CPU, False)
 
 
 def metadata_source() -> tuple[DataSource, np.ndarray]:

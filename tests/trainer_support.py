@@ -8,7 +8,7 @@ import torch
 
 from cxrviewer.trainer.batches import collate, to_device
 from cxrviewer.trainer.config import resolve_config
-from cxrviewer.trainer.loop import _Fit
+from cxrviewer.trainer.loop import TrainStep, _Fit
 from cxrviewer.trainer.runtime import Runtime
 from cxrviewer.trainer.progress import QuietReporter
 
@@ -23,26 +23,38 @@ def tiny_config(data: str, method: str, tmp_path, **fields):
     return resolve_config(None, base, sets)
 
 
+CPU = torch.device("cpu")
+
+
+def prepared(config):
+    """(run, method, model, modules, step module) set up on the CPU as the loop sets them up."""
+    run = _Fit(config, Runtime(CPU), QuietReporter(), None)
+    modules = run.method.build_modules(run.model, run.spec)
+    step = TrainStep(run.method, run.model, modules)
+    run.method.setup(run.model, run.spec, CPU)
+    return run, run.method, run.model, modules, step
+
+
+def first_batch(run, stage):
+    """The collated first planned batch of `stage`'s epoch 0, on the CPU."""
+    plan = run.method.plan_epoch(stage, 0)
+    assert plan, "the method planned no batch"
+    return to_device(collate([run.dataset[item] for item in plan[0]]), CPU, False)
+
+
 def repeated_batch_losses(config, steps: int, stage_index: int = 0, lr: float | None = None) -> list[float]:
     """Losses of `steps` optimiser steps of the method's loss on its first planned batch, repeated.
 
     Same images, same augmentation: a method whose loss and gradients are wired correctly drives it
     down. Returns the per-step losses."""
-    runtime = Runtime(torch.device("cpu"))
-    fit = _Fit(config, runtime, QuietReporter(), None)
-    method, model = fit.method, fit.model
-    modules = method.build_modules(model, fit.spec)
-    from cxrviewer.trainer.loop import TrainStep, make_optimizer, set_trainable
+    from cxrviewer.trainer.loop import make_optimizer, set_trainable
 
-    step_module = TrainStep(method, model, modules)
-    method.setup(model, fit.spec, runtime.device)
+    run, method, model, modules, step_module = prepared(config)
     stage = method.stages()[stage_index]
     params = set_trainable(step_module, stage)
     optimizer = make_optimizer(method.hyper("optimizer"), params, lr or stage.lr, 0.0)
-    method.on_epoch_start(stage, 0, model, runtime.device)
-    plan = method.plan_epoch(stage, 0)
-    assert plan, "the method planned no batch"
-    batch = to_device(collate([fit.dataset[item] for item in plan[0]]), runtime.device, False)
+    method.on_epoch_start(stage, 0, model, CPU)
+    batch = first_batch(run, stage)
     step_module.train()
     losses = []
     for _ in range(steps):

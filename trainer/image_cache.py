@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cxrviewer.models.preprocess import Geometry, intensity_01, resize_to_input
+from cxrviewer.models.preprocess import Geometry, input_geometry, intensity_01, resize_to_input
 
 if TYPE_CHECKING:
     from cxrviewer.models.spec import ModelSpec
@@ -37,16 +37,8 @@ def default_cache_folder() -> Path:
 
 
 def geometry_for(shape: tuple[int, int], spec: "ModelSpec") -> Geometry:
-    """The input->image geometry `resize_to_input` gives for an image of `shape` (no pixels needed)."""
-    rows, cols = int(shape[0]), int(shape[1])
-    height, width = spec.input_size
-    if spec.resize == "stretch":
-        return Geometry(cols / width, rows / height, 0.0, 0.0, (rows, cols), (height, width))
-    scale = min(height / rows, width / cols)
-    new_h, new_w = max(1, round(rows * scale)), max(1, round(cols * scale))
-    top, left = (height - new_h) // 2, (width - new_w) // 2
-    sx, sy = cols / new_w, rows / new_h
-    return Geometry(sx, sy, -left * sx, -top * sy, (rows, cols), (height, width))
+    """The input->image geometry the spec's resize gives an image of `shape` (no pixels needed)."""
+    return input_geometry(shape, spec.input_size, spec.resize)
 
 
 def cache_key(source: "DataSource", spec: "ModelSpec") -> str:

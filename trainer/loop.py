@@ -210,7 +210,10 @@ class _Fit:
             torch.set_rng_state(self.state["torch_rng"])
             position, best, history = self.state["position"], self.state["best"], self.state["history"]
         stages = self.method.stages()
-        plan_sizes = [len(self.method.plan_epoch(s, 0)) // rt.world for s in stages]
+        # Plans depend only on (seed, stage, epoch): each stage's first plan sizes its schedule and
+        # is then trained from, not planned twice (planning full NIH takes seconds for some methods).
+        self._first_plans = {s.name: self.method.plan_epoch(s, 0) for s in stages}
+        plan_sizes = [len(self._first_plans[s.name]) // rt.world for s in stages]
         total = sum(s.epochs * n for s, n in zip(stages, plan_sizes))
         if config.max_steps is not None:
             total = min(total, config.max_steps)
@@ -255,7 +258,8 @@ class _Fit:
                     position: Position, best: dict, history: list) -> bool:
         config, rt = self.config, self.rt
         self.method.on_epoch_start(stage, epoch, self.model, rt.device)
-        plan = self.rank_share(self.method.plan_epoch(stage, epoch))
+        first = self._first_plans.pop(stage.name, None) if epoch == 0 else None
+        plan = self.rank_share(first if first is not None else self.method.plan_epoch(stage, epoch))
         step_module.train()
         clip = self.method.hyper("clip_grad")
         last = time.perf_counter()
@@ -283,17 +287,18 @@ class _Fit:
             wait_total, busy_total = wait_total + wait, busy_total + busy
             last = done
             position.global_step += 1
+            loss_value = float(loss.detach())  # one device sync per step
             n_images = sum(len(p["index"]) for p in batch.values()) * rt.world
             if position.global_step % max(1, config.log_every) == 0 or step == start:
                 self.reporter.emit("step", stage=stage.name, epoch=epoch, step=step + 1, steps=len(plan),
-                                   global_step=position.global_step, loss=float(loss.detach()),
+                                   global_step=position.global_step, loss=loss_value,
                                    **{k: float(v) for k, v in parts.items()}, lr=scheduler.get_last_lr()[0],
                                    images_per_s=n_images / max(1e-9, wait + busy),
                                    data_wait=wait / max(1e-9, wait + busy))
-            if not math.isfinite(float(loss.detach())):
+            if not math.isfinite(loss_value):
                 from cxrviewer.errors import CxrError
 
-                raise CxrError(None, f"the {config.method} loss became {float(loss)} at step {position.global_step}; "
+                raise CxrError(None, f"the {config.method} loss became {loss_value} at step {position.global_step}; "
                                      "lower the learning rate or set clip_grad")
             at_limit = config.max_steps is not None and position.global_step >= config.max_steps
             if at_limit or (config.checkpoint_every and position.global_step % config.checkpoint_every == 0):

@@ -13,7 +13,6 @@ them (idempotent: a box already in that state gets no new version).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import math
@@ -23,6 +22,7 @@ from pathlib import Path
 from cxrviewer.annotations.records import FINDING_ALIASES, BoxRecord, LabelRecord, utc_now
 from cxrviewer.annotations.store import AnnotationStore
 from cxrviewer.errors import BadLabels, CxrError, MissingFile, reading
+from cxrviewer.io.labels import read_csv_rows
 
 NIH_BOX_SIZE = 1024.0
 BBOX_HEADER = ["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"]
@@ -67,12 +67,7 @@ def _write_text(path: Path, text: str) -> None:
 def read_bbox_csv(path: str | Path) -> list[tuple[str, str, float, float, float, float]]:
     """Rows of an NIH box table (plain or .gz) as (image, finding, x, y, w, h); names as written."""
     path = Path(path)
-    with reading(path):
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    try:
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise BadLabels(path, "the box table is not a readable CSV file") from exc
+    rows = read_csv_rows(path, "box table")
     if not rows or [h.strip() for h in rows[0][:2]] != BBOX_HEADER[:2]:
         raise BadLabels(path, "the box table lacks the header 'Image Index,Finding Label,Bbox [x,y,w,h]'")
     out = []

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
-from cxrviewer.errors import BadLabels, MissingFile
+from cxrviewer.errors import BadLabels, MissingFile, reading
 
 NIH_FINDINGS: tuple[str, ...] = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
@@ -106,10 +106,13 @@ def read_csv_rows(path: str | Path, what: str = "labels table") -> list[list[str
     path = Path(path)
     if not path.is_file():
         raise MissingFile(path, f"the {what} does not exist")
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise BadLabels(path, f"the {what} is not a readable gzip file ({exc})") from exc
+    with reading(path):
+        data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+            raise BadLabels(path, f"the {what} is not a readable gzip file ({exc})") from exc
     try:
         text = data.decode("utf-8-sig")
         with paused_gc():

@@ -68,22 +68,37 @@ def intensity_01(image: Any, mode: str) -> np.ndarray:
     return ((values.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
 
 
+def _letterbox(rows: int, cols: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(new_h, new_w, top, left): the aspect-kept image size inside (height, width) and its offset."""
+    scale = min(height / rows, width / cols)
+    new_h, new_w = max(1, round(rows * scale)), max(1, round(cols * scale))
+    return new_h, new_w, (height - new_h) // 2, (width - new_w) // 2
+
+
+def input_geometry(shape: tuple[int, int], size: tuple[int, int], mode: str) -> Geometry:
+    """The geometry `resize_to_input` gives an image of `shape` (rows, columns), without its pixels."""
+    rows, cols = int(shape[0]), int(shape[1])
+    height, width = size
+    if mode == "stretch":
+        return Geometry(cols / width, rows / height, 0.0, 0.0, (rows, cols), (height, width))
+    new_h, new_w, top, left = _letterbox(rows, cols, height, width)
+    sx, sy = cols / new_w, rows / new_h
+    return Geometry(sx, sy, -left * sx, -top * sy, (rows, cols), (height, width))
+
+
 def resize_to_input(picture: np.ndarray, size: tuple[int, int], mode: str) -> tuple[np.ndarray, Geometry]:
     rows, cols = picture.shape
     height, width = size
+    geometry = input_geometry((rows, cols), size, mode)
     if mode == "stretch":
         interp = cv2.INTER_AREA if (rows > height or cols > width) else cv2.INTER_LINEAR
-        out = cv2.resize(picture, (width, height), interpolation=interp)
-        return out, Geometry(cols / width, rows / height, 0.0, 0.0, (rows, cols), (height, width))
-    scale = min(height / rows, width / cols)
-    new_h, new_w = max(1, round(rows * scale)), max(1, round(cols * scale))
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        return cv2.resize(picture, (width, height), interpolation=interp), geometry
+    new_h, new_w, top, left = _letterbox(rows, cols, height, width)
+    interp = cv2.INTER_AREA if min(height / rows, width / cols) < 1 else cv2.INTER_LINEAR
     resized = cv2.resize(picture, (new_w, new_h), interpolation=interp)
     out = np.zeros((height, width), dtype=picture.dtype)
-    top, left = (height - new_h) // 2, (width - new_w) // 2
     out[top:top + new_h, left:left + new_w] = resized
-    sx, sy = cols / new_w, rows / new_h
-    return out, Geometry(sx, sy, -left * sx, -top * sy, (rows, cols), (height, width))
+    return out, geometry
 
 
 def preprocess_image(image: Any, spec: "ModelSpec") -> tuple["torch.Tensor", Geometry]:

@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrviewer.errors import BadLabels, MissingFile
+from cxrviewer.io.labels import read_csv_rows
 from cxrviewer.trainer.data.sources import CHEXPERT_OBSERVATIONS, DataSource, Record, register_source
 from cxrviewer.trainer.data.splits import holdout_patients, split_patients
 
@@ -51,8 +51,7 @@ def chexpert_column(name: str) -> str | None:
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path, "CheXpert table")
     if not rows:
         raise BadLabels(path, "the CheXpert table is empty")
     header = [h.strip() for h in rows[0]]

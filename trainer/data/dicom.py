@@ -15,18 +15,15 @@ Split: seeded, patient-disjoint 70/10/20 by default.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cxrviewer.errors import BadLabels, MissingFile, reading
+from cxrviewer.errors import BadLabels, MissingFile
 from cxrviewer.io.catalog import Catalog
-from cxrviewer.io.labels import NO_FINDING
+from cxrviewer.io.labels import NO_FINDING, read_csv_rows
 from cxrviewer.trainer.data.nih import NIH_EQUIVALENT
 from cxrviewer.trainer.data.sources import LABEL_SPACES, DataSource, Record, register_source
 from cxrviewer.trainer.data.splits import assign_splits
@@ -51,14 +48,7 @@ class LabelTable:
 
 
 def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    if not path.is_file():
-        raise MissingFile(path, "the labels table of the DICOM folder does not exist")
-    with reading(path):
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    try:
-        rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise BadLabels(path, "the labels table is not a readable CSV file") from exc
+    rows = read_csv_rows(path, "labels table of the DICOM folder")
     if not rows:
         raise BadLabels(path, "the labels table is empty")
     return [h.strip() for h in rows[0]], [r for r in rows[1:] if any(c.strip() for c in r)]
