@@ -1,5 +1,6 @@
 """The annotation store: versions and history, current state, tombstones, corrections, concurrent
-writers, refusal of foreign files, and the NIH box table / JSON import and export."""
+writers, edit conflicts between viewers, polling for other processes' edits, refusal of foreign
+files, and the NIH box table / JSON import and export."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import io
 import json
 import math
 import multiprocessing
+import pickle
+import re
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-from cxrviewer.annotations import AnnotationStore, BadAnnotation, BadStore, Corrections
+from cxrviewer.annotations import AnnotationStore, BadAnnotation, BadStore, ChangeMarker, Corrections, EditConflict
 from cxrviewer.annotations.bbox_io import export_bbox_csv, export_json, import_bbox_csv, import_json, read_bbox_csv
 from cxrviewer.annotations.schema import SCHEMA_VERSION
 from cxrviewer.errors import BadLabels, CxrError
@@ -213,6 +216,133 @@ def test_two_processes_write_one_store_concurrently(store):
         versions = [v for (v,) in raw.execute("SELECT version FROM labels ORDER BY version")]
         assert versions == list(range(1, 2 * N_EDITS + 1))
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- conflicts between viewers -------------------------------------------------------------------
+def test_an_edit_on_a_stale_version_is_a_conflict_and_writes_nothing(store):
+    box_id = store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="densenet")
+    theirs = store.accept_box(box_id, "dr.b", expected_version=1)  # the version both viewers saw
+    assert theirs.version == 2
+    stale = [lambda: store.accept_box(box_id, "dr.a", expected_version=1),
+             lambda: store.correct_box(box_id, (12, 12, 48, 48), "dr.a", expected_version=1),
+             lambda: store.relabel_box(box_id, "Nodule", "dr.a", expected_version=1),
+             lambda: store.delete_box(box_id, "dr.a", expected_version=1),
+             lambda: store.restore_box(store.history(box_id)[0], expected_version=1)]
+    for edit in stale:
+        with pytest.raises(EditConflict) as err:
+            edit()
+        assert isinstance(err.value, BadAnnotation)
+        assert (err.value.box_id, err.value.expected, err.value.current) == (box_id, 1, theirs)
+        _one_sentence(err.value, "reads.cxra")
+        assert re.fullmatch(rf"reads\.cxra: box {box_id[:8]}… was changed by dr\.b at "
+                            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(now version 2, you edited version 1\); "
+                            r"reload to see it\.", str(err.value)), str(err.value)
+    assert len(store.history(box_id)) == 2  # nothing was written
+    copy = pickle.loads(pickle.dumps(err.value))  # e.g. from a worker process
+    assert (copy.box_id, copy.expected, copy.current, str(copy)) == (box_id, 1, theirs, str(err.value))
+    mine = store.correct_box(box_id, (12, 12, 48, 48), "dr.a", expected_version=2)  # after the reload
+    assert (mine.version, mine.status, mine.annotator, mine.orig) == (3, "corrected", "dr.a", (10, 10, 50, 50))
+    gone = store.delete_box(box_id, "dr.b", expected_version=3)
+    with pytest.raises(EditConflict, match=r"was deleted by dr\.b .*now version 4, you edited version 3") as err:
+        store.accept_box(box_id, "dr.a", expected_version=3)
+    assert err.value.current == gone and err.value.current.deleted
+    with pytest.raises(BadAnnotation, match="was deleted and cannot be") as err:
+        store.accept_box(box_id, "dr.a", expected_version=4)  # up to date, but there is nothing to accept
+    assert not isinstance(err.value, EditConflict)
+    with pytest.raises(EditConflict, match="changed by the model 'densenet'"):
+        store.accept_box(store.propose_box(IMG, "Mass", (1, 1, 5, 5), model_name="densenet"), "dr.a",
+                         expected_version=0)
+    assert [h.annotator for h in store.history(box_id)] == ["", "dr.b", "dr.a", "dr.b"]
+
+
+def test_relabel_appends_a_version_with_the_new_finding(store):
+    box_id = store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="densenet")
+    rec = store.relabel_box(box_id, " Infiltrate ", "dr.a", note="not a mass", expected_version=1)
+    assert (rec.version, rec.finding, rec.status, rec.box, rec.orig) == (
+        2, "Infiltration", "corrected", (10, 10, 50, 50), (10, 10, 50, 50))
+    assert (rec.annotator, rec.note, rec.model_name) == ("dr.a", "not a mass", "densenet")
+    assert store.box(box_id) == rec and store.history(box_id)[0].finding == "Mass"
+    assert store.corrections()[IMG].boxes == [("Infiltration", 10, 10, 50, 50)]
+    added = store.add_box(IMG, "Nodule", (60, 60, 70, 70), "dr.a")
+    assert store.relabel_box(added, "Mass", "dr.b").status == "corrected"  # no expected version: on the current
+    with pytest.raises(BadAnnotation, match="finding name"):
+        store.relabel_box(box_id, "  ", "dr.a")
+    with pytest.raises(BadAnnotation, match="no box 'nope'"):
+        store.relabel_box("nope", "Mass", "dr.a")
+    store.delete_box(added, "dr.a")
+    with pytest.raises(BadAnnotation, match="was deleted"):
+        store.relabel_box(added, "Nodule", "dr.a")
+    assert len(store.history(box_id)) == 2 and len(store.history(added)) == 3
+
+
+def test_changes_since_reports_new_versions_in_write_order(store):
+    start = store.marker()
+    assert store.changes_since(start) == (start, [], [])
+    with AnnotationStore.open(store.path) as other:  # a second connection, as another viewer holds
+        box_id = other.propose_box(IMG, "Mass", (10, 10, 50, 50))
+        other.accept_box(box_id, "dr.b")
+        other.set_label(IMG, "Mass", 1, "dr.b")
+    store.set_label(IMG, "Nodule", 0, "dr.a")  # this store's own edits are reported too
+    marker, boxes, labels = store.changes_since(start)
+    assert [(b.box_id, b.version, b.status) for b in boxes] == [(box_id, 1, "proposed"), (box_id, 2, "accepted")]
+    assert [(lab.finding, lab.value, lab.annotator) for lab in labels] == [("Mass", 1.0, "dr.b"), ("Nodule", 0.0, "dr.a")]
+    assert boxes[1] == store.box(box_id) and marker == store.marker() and marker != start
+    assert store.changes_since(marker) == (marker, [], [])
+    assert store.changes_since(None)[1:] == (boxes, labels) and isinstance(marker, ChangeMarker)
+
+
+N_RACED = 12
+
+
+def _racer(path: str, who: str, box_ids: list[str], barrier, queue) -> None:
+    """Correct every box on version 1 as the other process does; on a conflict reload and redo."""
+    try:
+        won, lost, own = [], [], []
+        with AnnotationStore.open(path) as s:
+            barrier.wait(timeout=60)
+            shift = 1 if who == "dr.a" else 2
+            for i, box_id in enumerate(box_ids):
+                coords = (10 + shift, 10 + i, 50 + shift, 50 + i)
+                try:
+                    s.correct_box(box_id, coords, who, expected_version=1)
+                    won.append(box_id)
+                except EditConflict as exc:
+                    lost.append((box_id, exc.expected, exc.current.version, exc.current.annotator))
+                    s.correct_box(box_id, coords, who, note="redone", expected_version=exc.current.version)
+                own.append(s.add_box(IMG, "Nodule", (i, i, i + 5, i + 5), who))  # nobody else touches these
+        queue.put((who, "ok", won, lost, own))
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the test
+        queue.put((who, f"{type(exc).__name__}: {exc}", [], [], []))
+
+
+def test_two_processes_editing_one_version_one_wins_and_nothing_is_lost(store):
+    box_ids = [store.propose_box(IMG, "Mass", (10, 10 + i, 50, 50 + i)) for i in range(N_RACED)]
+    start = store.marker()
+    ctx = multiprocessing.get_context("spawn")
+    queue, barrier = ctx.Queue(), ctx.Barrier(2)
+    procs = [ctx.Process(target=_racer, args=(str(store.path), who, box_ids, barrier, queue))
+             for who in ("dr.a", "dr.b")]
+    for p in procs:
+        p.start()
+    results = {who: rest for who, *rest in (queue.get(timeout=120) for _ in procs)}
+    for p in procs:
+        p.join(timeout=30)
+    assert {who: r[0] for who, r in results.items()} == {"dr.a": "ok", "dr.b": "ok"}
+    (_, won_a, lost_a, own_a), (_, won_b, lost_b, own_b) = results["dr.a"], results["dr.b"]
+    assert sorted(won_a + won_b) == sorted(box_ids) and not set(won_a) & set(won_b)  # exactly one winner each
+    assert lost_a == [(b, 1, 2, "dr.b") for b in won_b] and lost_b == [(b, 1, 2, "dr.a") for b in won_a]
+    for box_id in box_ids:
+        winner, loser = ("dr.a", "dr.b") if box_id in won_a else ("dr.b", "dr.a")
+        hist = store.history(box_id)
+        assert [(h.version, h.annotator, h.status) for h in hist] == [
+            (1, "", "proposed"), (2, winner, "corrected"), (3, loser, "corrected")]
+        assert hist[2].note == "redone" and hist[1].note == ""
+    nodules = [r for r in store.current_boxes(IMG) if r.finding == "Nodule"]
+    assert sorted(r.box_id for r in nodules) == sorted(own_a + own_b) and len(nodules) == 2 * N_RACED
+    marker, boxes, labels = store.changes_since(start)  # what a polling viewer learns
+    assert len(boxes) == 4 * N_RACED and labels == [] and marker == store.marker()
+    assert {(b.box_id, b.version) for b in boxes} == (
+        {(b, v) for b in box_ids for v in (2, 3)} | {(b, 1) for b in own_a + own_b})
 
 
 # --- refusing files that are not stores ----------------------------------------------------------

@@ -3,7 +3,8 @@
 Boxes are `(x0, y0, x1, y1)` in the image file's own pixel coordinates with half-open edges
 (x1 = last column + 1). A box status says where a version came from: `proposed` by a model,
 `accepted` / `corrected` / `added` / `imported` by an annotator (the validated ones a trainer may
-learn from), `deleted` a tombstone.
+learn from), `deleted` a tombstone. `EditConflict` is the refusal of an edit made on a version
+another annotator has since replaced.
 """
 
 from __future__ import annotations
@@ -76,12 +77,54 @@ class LabelRecord:
     note: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeMarker:
+    """How far a reader has seen the store: the last box and label row it read (see `changes_since`)."""
+
+    boxes: int = 0
+    labels: int = 0
+
+
 @dataclass(slots=True)
 class Corrections:
     """What annotators said about one image: validated boxes and image-level finding labels."""
 
     boxes: list[CorrectedBox] = field(default_factory=list)
     labels: dict[str, float] = field(default_factory=dict)
+
+
+class EditConflict(BadAnnotation):
+    """An edit made on `expected` (a version the editor saw) while the box is now at `current`.
+
+    Nothing was written. `current` is the other annotator's version (annotator, created_at, status,
+    box); the message says who changed the box and when, e.g. "reads.cxra: box 3f2a9c1e… was changed
+    by dr.b at 2026-11-23T10:01:07Z (now version 4, you edited version 3); reload to see it."
+    """
+
+    def __init__(self, store: Path | None, box_id: str, expected: int, current: BoxRecord) -> None:
+        self.box_id = box_id
+        self.expected = int(expected)
+        self.current = current
+        who = f"by {current.annotator}" if current.annotator else (
+            f"by the model '{current.model_name}'" if current.model_name else "by another edit")
+        what = "deleted" if current.deleted else "changed"
+        super().__init__(store, f"box {box_id[:8]}… was {what} {who} at {short_time(current.created_at)} "
+                                f"(now version {current.version}, you edited version {self.expected}); "
+                                "reload to see it")
+
+    def __reduce__(self) -> tuple:  # crosses process boundaries (multiprocessing) intact
+        return type(self), (self.path, self.box_id, self.expected, self.current)
+
+
+def short_time(stamp: str) -> str:
+    """A stored UTC time as 2026-11-23T10:01:07Z (the text unchanged when it is not ISO-8601)."""
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return str(stamp)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def utc_now() -> str:

@@ -9,6 +9,22 @@
 Every edit appends a version (never UPDATE or DELETE); a box's current state is its highest version
 and a deletion is a tombstone version. Labels are versioned the same way per (image, finding).
 Image paths are stored as given; a relative one is relative to the store's folder.
+
+Several viewers share one store, so no edit is lost and conflicts are surfaced, not merged:
+
+    rec = store.box(box_id)                          # the version the user sees (say 3)
+    store.correct_box(box_id, coords, "dr.a", expected_version=rec.version)
+    # -> EditConflict (nothing written) if another viewer wrote version 4 meanwhile;
+    #    err.current is that version, err.expected is 3; reload, then edit again
+
+`accept_box`, `correct_box`, `relabel_box` and `delete_box` take `expected_version`; the check and
+the append run in one `BEGIN IMMEDIATE` transaction (the write lock is held from before the check
+until the commit), so of two processes editing the same version exactly one wins. Without
+`expected_version` an edit builds on whatever version is current (a script's or an import's way).
+To notice other processes' edits, poll `changes_since`:
+
+    marker = store.marker()                          # before loading the current state
+    marker, boxes, labels = store.changes_since(marker)   # every ~2 s: new versions, in write order
 """
 
 from __future__ import annotations
@@ -19,7 +35,8 @@ from collections.abc import Sequence
 
 from cxrviewer.annotations.base import StoreBase
 from cxrviewer.annotations.records import (
-    VALIDATED, BoxRecord, Coords, Corrections, LabelRecord, check_box, check_label, finding_name, utc_now,
+    VALIDATED, BoxRecord, ChangeMarker, Coords, Corrections, EditConflict, LabelRecord, check_box, check_label,
+    finding_name, utc_now,
 )
 from cxrviewer.annotations.schema import BadAnnotation
 
@@ -58,11 +75,20 @@ class AnnotationStore(StoreBase):
                       rec.annotator, rec.created_at, rec.model_name, rec.model_sha256, rec.note))
         return rec
 
-    def _edit(self, box_id: str, status: str, annotator: str, note: str, new_box: object = None) -> BoxRecord:
-        """Append the next version of a live box with `status` (and new coordinates if given)."""
+    def _edit(self, box_id: str, status: str, annotator: str, note: str, new_box: object = None,
+              finding: str | None = None, expected_version: int | None = None) -> BoxRecord:
+        """Append the next version of a live box with `status` (and new coordinates or finding if given).
+
+        With `expected_version`, refuse (`EditConflict`, nothing written) unless that is still the
+        box's current version; the check and the append share one write transaction.
+        """
         annotator = self._annotator(annotator)
+        if finding is not None:
+            finding = finding_name(finding, self.path)
         with self._write() as conn:
             prev = self._latest(conn, box_id)
+            if expected_version is not None and prev.version != int(expected_version):
+                raise EditConflict(self.path, box_id, int(expected_version), prev)
             if prev.deleted:
                 raise BadAnnotation(self.path, f"box '{box_id}' was deleted and cannot be {status}")
             coords = prev.box
@@ -70,8 +96,8 @@ class AnnotationStore(StoreBase):
                 image = self._require_image(conn, prev.image_key)
                 coords = check_box(new_box, self.path, image.rows, image.cols)
             return self._append(conn, BoxRecord(
-                box_id, prev.version + 1, prev.image_key, prev.finding, coords, status, prev.orig, annotator,
-                utc_now(), prev.model_name, prev.model_sha256, note))
+                box_id, prev.version + 1, prev.image_key, finding or prev.finding, coords, status, prev.orig,
+                annotator, utc_now(), prev.model_name, prev.model_sha256, note))
 
     def _new_box(self, image_key: str, finding: str, box: object, status: str, annotator: str, note: str,
                  model_name: str = "", model_sha256: str = "") -> str:
@@ -91,13 +117,23 @@ class AnnotationStore(StoreBase):
         """Record a model's proposal (status `proposed`, orig = the box); returns the new box id."""
         return self._new_box(image_key, finding, box, "proposed", "", note, model_name, model_sha256)
 
-    def accept_box(self, box_id: str, annotator: str, note: str = "") -> BoxRecord:
-        """The annotator confirms the box as it stands (status `accepted`)."""
-        return self._edit(box_id, "accepted", annotator, note)
+    def accept_box(self, box_id: str, annotator: str, note: str = "", *,
+                   expected_version: int | None = None) -> BoxRecord:
+        """The annotator confirms the box as it stands (status `accepted`).
 
-    def correct_box(self, box_id: str, new_box: Coords, annotator: str, note: str = "") -> BoxRecord:
+        `expected_version`: the version the annotator saw; `EditConflict` if another edit replaced it.
+        """
+        return self._edit(box_id, "accepted", annotator, note, expected_version=expected_version)
+
+    def correct_box(self, box_id: str, new_box: Coords, annotator: str, note: str = "", *,
+                    expected_version: int | None = None) -> BoxRecord:
         """The annotator moves the box (status `corrected`; `orig` keeps the model's proposal)."""
-        return self._edit(box_id, "corrected", annotator, note, new_box)
+        return self._edit(box_id, "corrected", annotator, note, new_box, expected_version=expected_version)
+
+    def relabel_box(self, box_id: str, finding: str, annotator: str, note: str = "", *,
+                    expected_version: int | None = None) -> BoxRecord:
+        """The annotator names the box's finding anew (status `corrected`, as for a moved box)."""
+        return self._edit(box_id, "corrected", annotator, note, finding=finding, expected_version=expected_version)
 
     def add_box(self, image_key: str, finding: str, box: Coords, annotator: str, note: str = "") -> str:
         """The annotator draws a box no model proposed (status `added`); returns its id."""
@@ -107,14 +143,16 @@ class AnnotationStore(StoreBase):
         """A box from an outside table (status `imported`, the annotator vouching for it); returns its id."""
         return self._new_box(image_key, finding, box, "imported", self._annotator(annotator), note)
 
-    def delete_box(self, box_id: str, annotator: str, note: str = "") -> BoxRecord:
+    def delete_box(self, box_id: str, annotator: str, note: str = "", *,
+                   expected_version: int | None = None) -> BoxRecord:
         """A tombstone version (status `deleted`); history keeps every earlier version."""
-        return self._edit(box_id, "deleted", annotator, note)
+        return self._edit(box_id, "deleted", annotator, note, expected_version=expected_version)
 
-    def restore_box(self, record: BoxRecord) -> bool:
+    def restore_box(self, record: BoxRecord, *, expected_version: int | None = None) -> bool:
         """Append `record`'s state (status, provenance, time) to its box unless it is already current.
 
-        For restoring an export (`bbox_io.import_json`); returns True when a version was written.
+        For restoring an export (`bbox_io.import_json`) or undoing an edit; returns True when a
+        version was written. `expected_version` as for `correct_box` (the box must exist then).
         """
         if record.status not in VALIDATED | {"proposed", "deleted"}:
             raise BadAnnotation(self.path, f"box '{record.box_id}' has the unknown status '{record.status}'")
@@ -123,7 +161,9 @@ class AnnotationStore(StoreBase):
             image = self._require_image(conn, record.image_key)
             coords = check_box(record.box, self.path, image.rows, image.cols)
             orig = None if record.orig is None else check_box(record.orig, self.path, image.rows, image.cols)
-            prev = self._latest(conn, record.box_id, missing_ok=True)
+            prev = self._latest(conn, record.box_id, missing_ok=expected_version is None)
+            if expected_version is not None and prev.version != int(expected_version):
+                raise EditConflict(self.path, record.box_id, int(expected_version), prev)
             if prev is not None and prev.image_key != record.image_key:
                 raise BadAnnotation(self.path, f"box '{record.box_id}' belongs to image '{prev.image_key}', "
                                                f"not '{record.image_key}'")
@@ -155,6 +195,33 @@ class AnnotationStore(StoreBase):
         if not rows:
             raise BadAnnotation(self.path, f"there is no box '{box_id}' in the store")
         return [_box(r) for r in rows]
+
+    # -- other writers -----------------------------------------------------------------------
+    def marker(self) -> ChangeMarker:
+        """Where the store stands now: pass it to `changes_since` later to get what was written since.
+
+        Take it before reading the state it stands for, so an edit made in between is reported
+        (perhaps again), never missed.
+        """
+        boxes = self._query("SELECT COALESCE(MAX(rowid), 0) FROM boxes")[0][0]
+        labels = self._query("SELECT COALESCE(MAX(rowid), 0) FROM labels")[0][0]
+        return ChangeMarker(boxes, labels)
+
+    def changes_since(self, marker: ChangeMarker | None = None
+                      ) -> tuple[ChangeMarker, list[BoxRecord], list[LabelRecord]]:
+        """(new marker, box versions, label versions) written after `marker` by anyone, this store included.
+
+        Versions come in the order they were written (rows are append-only, so row ids only grow);
+        None means from the start. Cheap when nothing changed (two index look-ups): poll it.
+        """
+        marker = marker or ChangeMarker()
+        box_rows = self._query(f"SELECT rowid, {_BOX_COLUMNS} FROM boxes WHERE rowid > ? ORDER BY rowid",
+                               (marker.boxes,))
+        label_rows = self._query(f"SELECT rowid, {_LABEL_COLUMNS} FROM labels WHERE rowid > ? ORDER BY rowid",
+                                 (marker.labels,))
+        new = ChangeMarker(box_rows[-1][0] if box_rows else marker.boxes,
+                           label_rows[-1][0] if label_rows else marker.labels)
+        return new, [_box(r[1:]) for r in box_rows], [LabelRecord(*r[1:]) for r in label_rows]
 
     # -- labels ------------------------------------------------------------------------------
     def set_label(self, image_key: str, finding: str, value: float | None, annotator: str,

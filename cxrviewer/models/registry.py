@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ENTRY_POINT_GROUP = "cxrviewer.models"
+MODEL_FILES_GROUP = "cxrviewer.model_files"  # plugins' ready model files (see docs/plugins.md)
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,33 @@ def _read_registry(path: Path, source: str) -> dict[str, ModelEntry]:
     return entries
 
 
+def plugin_models() -> dict[str, ModelEntry]:
+    """Model files that installed packages offer through the `cxrviewer.model_files` entry-point group.
+
+    Each entry point names a callable (or a list) giving items `{"name", "file", "sha256"}`; the
+    sha256 is checked when the model loads, like any registered model. A broken plugin is skipped
+    with a warning.
+    """
+    _load_builtins_and_plugins()  # a plugin's architectures must be known before its files load
+    found: dict[str, ModelEntry] = {}
+    for ep in entry_points(group=MODEL_FILES_GROUP):
+        try:
+            provided = ep.load()
+            items = provided() if callable(provided) else provided
+            for item in items:
+                found[str(item["name"])] = ModelEntry(str(item["name"]), Path(item["file"]),
+                                                      str(item["sha256"]).lower(), f"plugin:{ep.name}")
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the app
+            import warnings
+
+            warnings.warn(f"cxrviewer: the model-file plugin '{ep.name}' failed to load ({exc})", stacklevel=2)
+    return found
+
+
 def installed_models() -> dict[str, ModelEntry]:
-    return {**_read_registry(shipped_registry_path(), "shipped"), **_read_registry(user_registry_path(), "user")}
+    """Every model that can be chosen by name: shipped, then plugins', then the user's (later ones win)."""
+    return {**_read_registry(shipped_registry_path(), "shipped"), **plugin_models(),
+            **_read_registry(user_registry_path(), "user")}
 
 
 def install_model(name: str, file: str | Path, sha256: str, registry: Path | None = None) -> ModelEntry:

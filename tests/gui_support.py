@@ -1,0 +1,38 @@
+"""Shared set-up for the viewer's pytest-qt tests: a small random-initialised model installed as
+`default` in a per-test user data folder, and a settings object on a per-test annotation store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def install_tiny_model(folder: Path, name: str = "default", input_size: int = 96) -> Path:
+    """Save a random-initialised ResNet-18 (small input) and register it under `name` in `folder`."""
+    from cxrviewer.models import create_model
+    from cxrviewer.models.checkpoint import save_model
+    from cxrviewer.models.registry import install_model
+
+    model, spec = create_model("resnet18", input_size=(input_size, input_size), name=f"tiny-{name}")
+    path = folder / f"{name}.safetensors"
+    sha = save_model(model, spec, path)
+    install_model(name, path, sha, registry=folder / "registry.json")
+    return path
+
+
+@pytest.fixture
+def tiny_default_model(tmp_path, monkeypatch) -> Path:
+    """A tiny model installed as `default` in this test's own user data folder."""
+    data = tmp_path / "userdata"
+    (data / "models").mkdir(parents=True)
+    monkeypatch.setenv("CXRVIEWER_DATA_DIR", str(data))
+    return install_tiny_model(data / "models")
+
+
+@pytest.fixture
+def viewer_settings(tmp_path):
+    """Settings on this test's own annotation store, annotator `tester`."""
+    from cxrviewer.settings import Settings
+
+    return Settings(annotator="tester", store_path=tmp_path / "reads.cxra")
