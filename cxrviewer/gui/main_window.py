@@ -42,25 +42,33 @@ class MainWindow(QMainWindow):
         self.document.error.connect(lambda text: self.statusBar().showMessage(text, 15000))
         self.document.image_changed.connect(self._on_image)
         self._build_menus()
+        self._build_file_menu()
+        self._build_view_menu()
         for warning in warnings:
             self.document.error.emit(warning)
 
     def _build_toolbar(self) -> None:
+        from cxrviewer.gui.nav_actions import NavActions
+
         bar = QToolBar("Display")
         self.addToolBar(bar)
-        open_folder = QAction("Open folder…", self, shortcut=QKeySequence.StandardKey.Open)
-        open_folder.triggered.connect(self._ask_folder)
-        bar.addAction(open_folder)
-        bar.addSeparator()
         self.presets = VoiPresetBox(self.document)
+        self.nav = NavActions(self)  # the browser/canvas actions and their shortcuts (nav_actions.py)
+        bar.addActions([self.nav.open_folder, self.nav.open_file])
+        bar.addSeparator()
         bar.addWidget(QLabel(" VOI "))
         bar.addWidget(self.presets)
-        invert = QAction("Invert", self, shortcut=QKeySequence("I"))
-        invert.triggered.connect(self.document.toggle_invert)
-        bar.addAction(invert)
-        fit = QAction("Fit", self, shortcut=QKeySequence("F"))
-        fit.triggered.connect(lambda: self.canvas.view.autoRange(padding=0.01))
-        bar.addAction(fit)
+        bar.addActions([self.nav.invert, self.nav.reset, self.nav.fit, self.nav.one_to_one])
+
+    def _build_file_menu(self) -> None:
+        from cxrviewer.gui.nav_actions import build_file_menu
+
+        build_file_menu(self, self.nav)
+
+    def _build_view_menu(self) -> None:
+        from cxrviewer.gui.nav_actions import build_view_menu
+
+        build_view_menu(self, self.nav)
 
     def _build_menus(self) -> None:
         tools = self.menuBar().addMenu("&Tools")
@@ -93,11 +101,13 @@ class MainWindow(QMainWindow):
 
     # --- opening ----------------------------------------------------------------------------
     def _ask_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of studies")
+        start = self.settings.recent_folders[0] if self.settings.recent_folders else ""
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of studies", start)
         if folder:
             self.open_folder(Path(folder))
 
     def open_folder(self, folder: Path, then_select_first: bool = False) -> None:
+        from cxrviewer.gui.nav_actions import remember_folder
         from cxrviewer.io.catalog import Catalog
 
         self.statusBar().showMessage(f"Scanning {folder} …")
@@ -106,6 +116,7 @@ class MainWindow(QMainWindow):
         def done(catalog: Catalog) -> None:
             self._pending -= 1
             self.document.add_catalog(catalog)
+            remember_folder(self, folder)
             n = len(catalog.images())
             self.statusBar().showMessage(f"{folder}: {n} image(s), {len(catalog.errors)} unreadable", 8000)
             if then_select_first:

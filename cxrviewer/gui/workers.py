@@ -39,7 +39,9 @@ class Task(QRunnable):
 _LIVE: set[Task] = set()  # tasks (and their signal objects) stay referenced until they report
 
 
-def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None], on_failed: Callable[[str], None]) -> Task:
+def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None], on_failed: Callable[[str], None],
+             pool: QThreadPool | None = None) -> Task:
+    """Run `fn` in `pool` (default: the global pool); the callbacks run on the UI thread."""
     task = Task(fn)
     task.setAutoDelete(False)
     _LIVE.add(task)
@@ -47,5 +49,5 @@ def run_task(fn: Callable[[], Any], on_done: Callable[[Any], None], on_failed: C
     task.signals.failed.connect(on_failed)
     task.signals.done.connect(lambda _result: _LIVE.discard(task))
     task.signals.failed.connect(lambda _sentence: _LIVE.discard(task))
-    QThreadPool.globalInstance().start(task)
+    (pool or QThreadPool.globalInstance()).start(task)
     return task
