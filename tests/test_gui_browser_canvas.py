@@ -229,7 +229,7 @@ def test_real_mouse_and_keys_reach_the_canvas(window, qtbot):
     _open(window, qtbot, dicom_testfile("RG1_UNCR.dcm"))
     canvas, right = window.canvas, Qt.MouseButton.RightButton
     start, view_range = window.document.voi, canvas.view.viewRange()
-    origin = QPoint(300, 300)
+    origin = QPoint(canvas.width() // 2 - 50, canvas.height() // 2 - 25)  # on the image, whatever the layout
     _mouse(canvas, QEvent.Type.MouseButtonPress, origin, right, right)
     for i in range(1, 11):
         qtbot.wait(15)

@@ -48,12 +48,22 @@ def run_viewer(paths: list[str], demo: bool = False, screenshot: str | None = No
     from PySide6.QtWidgets import QApplication
 
     from cxrviewer.gui.main_window import MainWindow
+    from cxrviewer.settings import Settings
 
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cxrviewer")
-    window = MainWindow()
-    window.resize(1400, 900)
+    settings, warnings = Settings.load()
+    if demo:  # the demo shows the embedded model; the user's own choice stays saved as it was
+        saved_model = settings.model
+        settings.model = "default"
+    window = MainWindow(settings=settings)
+    for warning in warnings:
+        window.show_message(warning)
+    if demo:
+        window.remember_folders = False
+        window.settings_model_to_save = saved_model
+    window.resize(1500, 950)
     window.show()
     folders = demo_folders() if demo else []
     folders += [Path(p) for p in paths]
@@ -67,22 +77,45 @@ def run_viewer(paths: list[str], demo: bool = False, screenshot: str | None = No
     return app.exec()
 
 
-def _screenshot(app, window, out: Path, timeout: float = 60.0) -> int:
-    """Wait until every load has finished and an image is shown, then save the window."""
+def _screenshot(app, window, out: Path, timeout: float = 180.0) -> int:
+    """Wait for the first image and its analysis, select the top finding's first box (so its
+    radiomics show), wait for everything to settle, then save the whole window."""
+    panel = window.panel
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    failures: list[str] = []
+    panel.analysis.failed.connect(failures.append)
+
+    def settle(condition) -> bool:
+        while time.monotonic() < deadline and not failures:
+            app.processEvents()
+            if condition():
+                return True
+            time.sleep(0.02)
+        return False
+
+    settle(lambda: window.idle and panel.document.image is not None and panel.analysis.result is not None
+           and not panel.busy)
+    if panel.analysis.result is not None:
+        top = panel.analysis.ranked()[0].name
+        panel.analysis.select(top)
+        boxes = panel.boxes.boxes(top)
+        if boxes:
+            panel.boxes.select(boxes[0].box_id)
+            settle(lambda: panel.radiomics.result is not None and not panel.busy)
+        settle(lambda: not window.browser.thumbs.busy)
+    for _ in range(10):
         app.processEvents()
-        if window.idle and window.document.image is not None:
-            break
         time.sleep(0.02)
-    for _ in range(5):
-        app.processEvents()
     ok = window.grab().save(str(out))
     if not ok:
         print(f"cxrviewer: {out.name}: cannot write the screenshot there.", file=sys.stderr)
         return 1
-    if window.document.image is None:
+    if panel.document.image is None:
         print("cxrviewer: no image was shown before the screenshot was taken.", file=sys.stderr)
+        return 1
+    if panel.analysis.result is None:
+        reason = failures[0] if failures else "the analysis did not finish in time"
+        print(f"cxrviewer: screenshot saved to {out} without findings: {reason}", file=sys.stderr)
         return 1
     print(f"screenshot saved to {out}")
     return 0

@@ -1,4 +1,6 @@
-"""The main window: browser on the left, reading canvas on the right, display controls on top."""
+"""The main window: the patient browser on the left, the AI panel (reading canvas with heatmap and
+editable boxes, findings, radiomics) on the right, display controls on top, the triage worklist
+in a dock. Every edit goes to the annotation store as it is made; there is no save."""
 
 from __future__ import annotations
 
@@ -6,10 +8,10 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMainWindow, QSplitter, QToolBar
+from PySide6.QtWidgets import QDialog, QDockWidget, QFileDialog, QLabel, QMainWindow, QMenu, QSplitter, QToolBar
 
+from cxrviewer.gui.ai_panel import AIPanel
 from cxrviewer.gui.browser import BrowserPanel
-from cxrviewer.gui.canvas import ImageCanvas
 from cxrviewer.gui.document import ViewerDocument
 from cxrviewer.gui.voi_presets import VoiPresetBox
 from cxrviewer.gui.workers import run_task
@@ -26,11 +28,13 @@ class MainWindow(QMainWindow):
         self.settings = settings
         self.setWindowTitle("cxrviewer")
         self.browser = BrowserPanel(self.document)
-        self.canvas = ImageCanvas(self.document)
+        self.panel = AIPanel(settings, self.document)
+        self.canvas = self.panel.canvas
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.browser)
-        splitter.addWidget(self.canvas)
-        splitter.setSizes([340, 900])
+        splitter.addWidget(self.panel)
+        splitter.setStretchFactor(1, 1)
+        splitter.setSizes([320, 1080])
         self.setCentralWidget(splitter)
         self._build_toolbar()
         self.info = QLabel()
@@ -39,11 +43,12 @@ class MainWindow(QMainWindow):
         self._wanted: Path | None = None  # the image the user asked for last
         self.browser.image_activated.connect(self.open_image)
         self.canvas.readout.connect(self.info.setText)
-        self.document.error.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        self.panel.error.connect(self.show_message)  # the document's errors come through the panel too
         self.document.image_changed.connect(self._on_image)
         self._build_menus()
         self._build_file_menu()
         self._build_view_menu()
+        self._build_ai_menus()
         for warning in warnings:
             self.document.error.emit(warning)
 
@@ -85,19 +90,83 @@ class MainWindow(QMainWindow):
         from cxrviewer.gui.retrain_dialog import RetrainDialog
 
         dialog = RetrainDialog(self.settings.store_path, self)
-        dialog.model_registered.connect(
-            lambda name: self.statusBar().showMessage(f"New model '{name}' is installed and can be chosen.", 15000))
+        dialog.model_registered.connect(self._model_registered)
         dialog.show()
         return dialog
+
+    def _model_registered(self, name: str) -> None:
+        self.panel.findings.refresh_models()
+        self.show_message(f"New model '{name}' is installed: choose it in the findings panel's model list.")
 
     def open_settings(self) -> QDialog:
         """The settings dialog (window-modal); accepted settings become the window's settings."""
         from cxrviewer.gui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self)
-        dialog.accepted.connect(lambda: setattr(self, "settings", dialog.settings()))
+        dialog.accepted.connect(lambda: self.apply_settings(dialog.settings()))
         dialog.open()
         return dialog
+
+    def apply_settings(self, settings: Settings) -> None:
+        """Settings accepted in the dialog: the store, annotator, model, device, CAM and thresholds follow."""
+        self.settings = settings
+        self.panel.apply_settings(settings)
+
+    # --- the AI menus -----------------------------------------------------------------------
+    def _build_ai_menus(self) -> None:
+        from cxrviewer.gui.annotations_menu import build_annotations_menu
+
+        act = self.panel.action
+        tools = self.tools_menu.menuAction()
+        edit = QMenu("&Edit", self)
+        self.menuBar().insertMenu(tools, edit)
+        edit.addActions([act("undo"), act("redo")])
+        edit.addSeparator()
+        edit.addActions([act("draw"), act("accept"), act("reject"), act("delete")])
+        analysis = QMenu("&Analysis", self)
+        self.menuBar().insertMenu(tools, analysis)
+        analysis.addActions([act("analyse"), act("next"), act("previous")])
+        analysis.addSeparator()
+        triage = QAction("Triage a folder…", self, shortcut=QKeySequence("Ctrl+Shift+T"))
+        triage.triggered.connect(self.open_triage)
+        analysis.addAction(triage)
+        self.addActions(self.panel.actions_for_shortcuts())
+        self.panel.box_layer.draw_mode_changed.connect(act("draw").setChecked)
+        annotations = build_annotations_menu(self, self.panel)
+        self.menuBar().insertMenu(tools, annotations)  # moves it before Tools
+        self.edit_menu, self.analysis_menu, self.annotations_menu = edit, analysis, annotations
+        self.triage_dock: QDockWidget | None = None
+
+    def open_triage(self) -> QDockWidget:
+        """The triage worklist in a dock (made once): score a folder, most suspicious first."""
+        if self.triage_dock is None:
+            from cxrviewer.gui.triage_panel import TriagePanel
+
+            def analyzer():
+                from cxrviewer.analysis import Analyzer
+
+                return Analyzer(self.settings.model, device=self.settings.device)
+
+            panel = TriagePanel(analyzer, thresholds=self.settings.thresholds)
+            panel.image_activated.connect(self.open_image)
+            panel.failed.connect(self.show_message)
+            dock = QDockWidget("Triage worklist", self)
+            dock.setObjectName("triage")
+            dock.setWidget(panel)
+            self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, dock)
+            self.triage_dock = dock
+        self.triage_dock.show()
+        self.triage_dock.raise_()
+        return self.triage_dock
+
+    def show_message(self, sentence: str) -> None:
+        self.statusBar().showMessage(sentence, 15000)
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self.triage_dock is not None:
+            self.triage_dock.widget().cancel()
+        self.panel.close_store()
+        super().closeEvent(event)
 
     # --- opening ----------------------------------------------------------------------------
     def _ask_folder(self) -> None:
@@ -140,7 +209,7 @@ class MainWindow(QMainWindow):
 
     def _failed(self, sentence: str) -> None:
         self._pending -= 1
-        self.document.error.emit(sentence)
+        self.document.error.emit(sentence)  # reaches the status bar through the panel
 
     def _on_image(self) -> None:
         image = self.document.image

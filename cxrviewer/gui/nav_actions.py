@@ -129,7 +129,10 @@ class RecentFoldersMenu(QMenu):
 
 
 def remember_folder(window: QMainWindow, folder: Path) -> None:
-    """Put `folder` first in the recent folders, save the settings and refresh the menu."""
+    """Put `folder` first in the recent folders, save the settings and refresh the menu
+    (not for the demo's sample folders: `window.remember_folders` is False then)."""
+    if not getattr(window, "remember_folders", True):
+        return
     window.settings.add_recent_folder(folder)
     save_settings(window)
     menu = getattr(window, "recent_menu", None)
@@ -141,8 +144,14 @@ def save_settings(window: QMainWindow) -> None:
     """Save the window's settings; a failure is one sentence in the status bar, never a dialog."""
     from cxrviewer.errors import CxrError
 
+    settings = window.settings
+    saved_model = getattr(window, "settings_model_to_save", None)  # the demo's model is not the user's choice
+    if saved_model is not None:
+        from dataclasses import replace
+
+        settings = replace(settings, model=saved_model)
     try:
-        window.settings.save()
+        settings.save()
     except CxrError as exc:
         window.document.error.emit(exc.sentence)
 

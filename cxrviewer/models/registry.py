@@ -132,7 +132,6 @@ def plugin_models() -> dict[str, ModelEntry]:
     sha256 is checked when the model loads, like any registered model. A broken plugin is skipped
     with a warning.
     """
-    _load_builtins_and_plugins()  # a plugin's architectures must be known before its files load
     found: dict[str, ModelEntry] = {}
     for ep in entry_points(group=MODEL_FILES_GROUP):
         try:
