@@ -46,6 +46,26 @@ def test_corrections_apply_to_training_records_only(tmp_path):
     assert test.boxes == before_test[0] and np.array_equal(test.labels, before_test[1], equal_nan=True)
 
 
+@needs_sample
+def test_corrections_on_a_dicomized_copy_match_the_png_by_stem(tmp_path):
+    """The bundled samples are DICOMs made from NIH PNGs: keyed by SOP Instance UID in the store,
+    their corrections still reach the PNG records through the shared stem (and only a unique one)."""
+    source = open_source(f"nih:{NIH_SAMPLE}")
+    train = [r for r in source.records if r.split == "train"][:2]
+    db = tmp_path / "annotations.db"
+    with AnnotationStore.open(db) as store:
+        for i, r in enumerate(train):
+            uid = f"1.2.3.{i}"
+            store.add_image(uid, path=f"/samples/{i}/{r.image_id.replace('.png', '.dcm')}", rows=512, cols=512)
+            store.add_box(uid, "Mass", (10, 20, 110, 220), annotator="dr-a")
+        # a second store image with the first one's stem: that stem is ambiguous, so it matches nothing
+        store.add_image("1.2.3.9", path=f"/elsewhere/{train[0].image_id.replace('.png', '.dcm')}", rows=512, cols=512)
+        store.add_box("1.2.3.9", "Mass", (0, 0, 50, 50), annotator="dr-b")
+    stats = apply_corrections(source, f"store:{db}")
+    assert (stats.matched, stats.applied) == (1, 1)
+    assert train[1].boxes == [("Mass", 10.0, 20.0, 110.0, 220.0)] and train[0].boxes != train[1].boxes
+
+
 def test_corrections_must_name_a_store(tmp_path):
     from cxrviewer.errors import CxrError
 

@@ -2,7 +2,10 @@
 
 The store's validated boxes (accepted, corrected, added, imported) and annotator labels are matched
 to the training source's records by image key (SOPInstanceUID for DICOM, else the file name) — the
-record's `image_id` or its file's name. For a matched record in the training or validation split:
+record's `image_id` or its file's name; failing those, by the file's stem when it is unique on both
+sides (a DICOM made from a training PNG by `cxrviewer dicomize`, like the bundled samples, keeps the
+PNG's stem: `00000001_000.dcm` for `00000001_000.png`). For a matched record in the training or
+validation split:
 
 - its boxes become the store's boxes (the image's ground-truth boxes, if any, are replaced: a
   clinician's correction wins), scaled from the store image's size to the record's file when the two
@@ -54,6 +57,19 @@ def _file_size(record: Record) -> tuple[int, int] | None:
         return None
 
 
+def _unique_stems(pairs) -> dict:
+    """{stem: value} for the stems that occur once (an ambiguous stem matches nothing)."""
+    out: dict = {}
+    seen: set[str] = set()
+    for stem, value in pairs:
+        if stem in seen:
+            out.pop(stem, None)
+        else:
+            seen.add(stem)
+            out[stem] = value
+    return out
+
+
 def apply_corrections(source: DataSource, spec: str) -> CorrectionStats:
     """Overwrite boxes and labels of the source's train/val records from the store `store:DB`."""
     from cxrviewer.annotations import AnnotationStore
@@ -74,9 +90,14 @@ def apply_corrections(source: DataSource, spec: str) -> CorrectionStats:
         by_key.setdefault(record.image_id, record)
         if record.path is not None:
             by_key.setdefault(Path(record.path).name, record)
+    by_stem = _unique_stems((Path(r.path).stem, r) for r in source.records if r.path is not None)
+    store_stems = _unique_stems((Path(im.path).stem, k) for k, im in images.items() if im.path is not None)
     index = {n: k for k, n in enumerate(source.label_names)}
     for key, found in corrections.items():
         record = by_key.get(key)
+        if record is None and images.get(key) is not None and images[key].path is not None:
+            stem = Path(images[key].path).stem
+            record = by_stem.get(stem) if store_stems.get(stem) == key else None
         if record is None:
             continue
         stats.matched += 1
