@@ -142,3 +142,15 @@ def test_a_bad_image_stops_training_with_one_sentence(tmp_path):
     config = tiny_config(f"nih:{root}", "baseline", tmp_path, architecture="resnet18", workers=1, max_steps=1)
     with pytest.raises(CxrError, match=r"^\d+_\d+\.png: .*training stopped"):
         fit(config)
+
+
+@pytest.mark.parametrize("aug", ["none", "light", "strong"])
+def test_the_baseline_plans_its_batches_with_the_chosen_augmentation(tmp_path, aug):
+    from tests.trainer_support import prepared, tiny_config
+
+    if not NIH_SAMPLE.is_dir():
+        pytest.skip("../shared/data/nih-sample is not present")
+    config = tiny_config(f"nih:{NIH_SAMPLE}", "baseline", tmp_path, method_args={"augmentation": aug})
+    run, method, *_ = prepared(config)
+    plan = method.plan_epoch(method.stages()[0], 0)
+    assert plan and {item.aug for batch in plan for item in batch} == {aug}

@@ -133,9 +133,10 @@ class Method:
         rng = self.epoch_rng(stage, epoch)
         order = rng.permutation(self.train)
         size = self.config.batch_size
+        aug = str(self.args.get("augmentation", "light"))
         batches = []
         for b in range(len(order) // size):
-            batches.append([Item("query", int(i), "light", item_seed(self.config.seed, _stage_code(stage.name),
+            batches.append([Item("query", int(i), aug, item_seed(self.config.seed, _stage_code(stage.name),
                                                                         epoch, b, slot))
                             for slot, i in enumerate(order[b * size:(b + 1) * size])])
         return batches

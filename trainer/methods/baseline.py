@@ -1,7 +1,8 @@
 """`baseline`: a supervised multi-label classifier trained with binary cross-entropy.
 
 The reference every paper compares against (SCALP's and KACL's "ResNet + BCE" rows): a ResNet-50
-with a linear head, Adam at 1e-4, light affine augmentation, NaN (unknown) labels masked out.
+with a linear head, Adam at 1e-4, light affine augmentation (`--set augmentation=strong|none`), NaN
+(unknown) labels masked out.
 With `--corrections` the clinician-corrected boxes add a CAM loss (see `Method.correction_term`).
 """
 
@@ -20,6 +21,7 @@ class Baseline(Method):
     title = "ResNet + binary cross-entropy"
     paper = "the supervised baseline of SCALP Table I / KACL Table 1"
     architecture = "resnet50"
+    defaults = {**Method.defaults, "augmentation": "light"}  # none | light | strong (trainer/batches.py)
 
     def loss(self, stage: Stage, net: nn.Module, modules: nn.ModuleDict,
              batch: dict[str, dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
