@@ -120,3 +120,16 @@ def test_an_edit_on_the_version_the_annotator_saw_is_refused_when_another_viewer
         other.delete_box(box_id, "dr.b")
     with pytest.raises(EditConflict, match="deleted by dr.b"):
         editor.move(box_id, (1.0, 1.0, 10.0, 10.0), seen=seen + 2)
+
+
+def test_a_model_box_another_viewer_touched_first_is_a_conflict_not_a_second_copy(editor, tmp_path):
+    shown = editor.boxes()[0]
+    assert shown.box_id == "proposal:0"
+    with AnnotationStore.open(tmp_path / "reads.cxra") as other:
+        rival = BoxEditor(other, "dr.b")
+        rival.open_image(editor.image)
+        rival.set_proposals(list(editor._proposals))
+        rival.accept("proposal:0")
+    with pytest.raises(EditConflict, match="dr.b"):
+        editor.move("proposal:0", (0.0, 0.0, 10.0, 10.0))
+    assert len(editor.store.current_boxes(KEY)) == 1  # one stored copy of the model's box: dr.b's

@@ -173,6 +173,9 @@ class BoxEditor:
             if not box_id.startswith("proposal:"):  # deleted by another viewer meanwhile
                 current = self.store.box(box_id)
                 raise EditConflict(self.store.path, box_id, seen or current.version - 1, current)
+            taken = self._stored_proposal(int(box_id.split(":", 1)[1]))
+            if taken is not None:  # another viewer touched this model box since it was shown
+                raise EditConflict(self.store.path, taken.box_id, 0, taken)
             raise KeyError(f"no box '{box_id}' on {image.key}")
         if shown.record is None:  # an untouched model box: record the proposal first
             self._register(image)
@@ -185,6 +188,13 @@ class BoxEditor:
         self._push(_Step(before.box_id, before, after, after.version, what))
         self._known[before.box_id] = after.version
         return before.box_id
+
+    def _stored_proposal(self, index: int) -> BoxRecord | None:
+        """The stored box (current version) that proposal `index` became, if any."""
+        if not 0 <= index < len(self._proposals):
+            return None
+        stored = self.store.current_boxes(self._require_image().key, include_deleted=True)
+        return next((r for r in stored if _same_proposal(r, self._proposals[index])), None)
 
     # --- undo / redo ----------------------------------------------------------------------
     def can_undo(self) -> bool:

@@ -158,7 +158,7 @@ class BoxModel(QObject):
             box_id = None
         except KeyError:
             box_id = None
-        self._marker = self._changes_marker()
+        # the poll marker stays where it was: another viewer's write between two polls is never skipped
         if box_id is not None:
             shown = self.editor.box(box_id)
             if shown is not None and shown.record is not None:
