@@ -77,6 +77,43 @@ def mean_auc(aucs: Mapping[str, float | None]) -> float | None:
     return float(np.mean(defined)) if defined else None
 
 
+def bootstrap_auc_ci(y_true: np.ndarray, y_score: np.ndarray, names: Sequence[str], *, n_boot: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> tuple[dict[str, tuple[float, float] | None],
+                                                                  tuple[float, float] | None]:
+    """Percentile bootstrap intervals of each class's AUC and of the mean AUC over the classes.
+
+    Images are resampled with replacement (the same resample for every class, so the mean's
+    interval keeps the classes' correlation); a resample where a class has only one label value
+    is skipped for that class (and for the mean). Returns ({class: (low, high) or None}, mean's
+    (low, high) or None); None when fewer than half the resamples define the value.
+    """
+    t, s = np.asarray(y_true, dtype=np.float64), np.asarray(y_score, dtype=np.float64)
+    if t.ndim != 2 or t.shape != s.shape or t.shape[1] != len(names):
+        raise ValueError(f"need [N, K] labels and scores with K = {len(names)} names, got {t.shape} and {s.shape}")
+    rng = np.random.default_rng(seed)
+    n, k = t.shape
+    values = np.full((n_boot, k), np.nan)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        for j in range(k):
+            auc = roc_auc(t[idx, j], s[idx, j])
+            if auc is not None:
+                values[b, j] = auc
+    alpha = (1.0 - level) / 2.0
+
+    def interval(column: np.ndarray) -> tuple[float, float] | None:
+        column = column[~np.isnan(column)]
+        if column.size < n_boot / 2:
+            return None
+        lo, hi = np.quantile(column, [alpha, 1.0 - alpha])
+        return float(lo), float(hi)
+
+    defined = [j for j in range(k) if roc_auc(t[:, j], s[:, j]) is not None]
+    per_class = {name: interval(values[:, j]) for j, name in enumerate(names)}
+    means = values[:, defined].mean(axis=1) if defined else np.full(n_boot, np.nan)
+    return per_class, interval(means)
+
+
 # ------------------------------------------------------------------------------------------- IoU
 
 

@@ -156,3 +156,29 @@ def test_localization_accuracy_edge_cases():
     assert localization_accuracy([]) == {format(t, "g"): {"per_class": {}, "mean": None} for t in IOU_THRESHOLDS}
     keys = list(localization_accuracy([("a", "c", (0, 0, 1, 1), (0, 0, 1, 1))], np.arange(0.1, 0.8, 0.1)))
     assert keys == ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"]
+
+
+def test_bootstrap_intervals_contain_the_auc_and_narrow_with_more_images():
+    from cxrviewer.metrics import bootstrap_auc_ci, roc_auc
+
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = rng.integers(0, 2, (n, 2)).astype(float)
+        s = y + rng.normal(0, 1.0, (n, 2))
+        return y, s
+
+    y, s = sample(60)
+    per_class, mean = bootstrap_auc_ci(y, s, ["a", "b"], n_boot=400)
+    for j, name in enumerate("ab"):
+        lo, hi = per_class[name]
+        assert lo < roc_auc(y[:, j], s[:, j]) < hi
+    assert mean[0] < (roc_auc(y[:, 0], s[:, 0]) + roc_auc(y[:, 1], s[:, 1])) / 2 < mean[1]
+    y2, s2 = sample(1000)
+    wide = per_class["a"][1] - per_class["a"][0]
+    per_class2, _ = bootstrap_auc_ci(y2, s2, ["a", "b"], n_boot=400)
+    assert per_class2["a"][1] - per_class2["a"][0] < wide / 2
+    # a class without a positive has no AUC and no interval; the mean is over the defined classes
+    y3 = np.concatenate([y2[:40, :1], np.zeros((40, 1))], axis=1)
+    per_class3, mean3 = bootstrap_auc_ci(y3, s2[:40], ["a", "none"], n_boot=200)
+    assert per_class3["none"] is None and per_class3["a"] is not None and mean3 == pytest.approx(per_class3["a"])

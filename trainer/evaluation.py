@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from cxrviewer.errors import CxrError
-from cxrviewer.metrics import IOU_THRESHOLDS, localization_accuracy, localization_records, mean_auc, roc_auc_per_class
+from cxrviewer.metrics import (
+    IOU_THRESHOLDS, bootstrap_auc_ci, localization_accuracy, localization_records, mean_auc, roc_auc_per_class,
+)
 from cxrviewer.trainer.data.sources import SPLITS, DataSource, Record
 from cxrviewer.trainer.thresholds import operating_point, roc_curve
 
@@ -55,13 +57,16 @@ class EvaluationResult:
     thresholds: dict[str, float] = field(default_factory=dict)  # operating thresholds used
     operating: dict[str, dict[str, float | None]] = field(default_factory=dict)  # sensitivity/specificity there
     data: str = ""
+    auc_ci: dict[str, list[float] | None] = field(default_factory=dict)  # bootstrap 95% interval per class
+    mean_auc_ci: list[float] | None = None  # bootstrap 95% interval of the mean AUC
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (None where a value is undefined; no NaN)."""
         return {"model": self.model, "data": self.data, "split": self.split, "n_images": self.n_images,
                 "n_boxed_images": self.n_boxed_images, "auc": dict(self.auc), "mean_auc": self.mean_auc,
                 "localization": self.localization, "n_boxes": dict(self.n_boxes), "thresholds": dict(self.thresholds),
-                "operating": self.operating, "roc": self.roc}
+                "operating": self.operating, "roc": self.roc, "auc_ci_95": dict(self.auc_ci),
+                "mean_auc_ci_95": self.mean_auc_ci}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> EvaluationResult:
@@ -71,7 +76,8 @@ class EvaluationResult:
                    auc=dict(doc["auc"]), mean_auc=doc["mean_auc"], localization=dict(doc["localization"]),
                    n_boxes=dict(doc.get("n_boxes", {})), roc=dict(doc.get("roc", {})),
                    thresholds=dict(doc.get("thresholds", {})), operating=dict(doc.get("operating", {})),
-                   data=doc.get("data", ""))
+                   data=doc.get("data", ""), auc_ci=dict(doc.get("auc_ci_95", {})),
+                   mean_auc_ci=doc.get("mean_auc_ci_95"))
 
 
 class _Images:
@@ -174,6 +180,7 @@ def evaluate(model: Any, spec: Any, source: DataSource, *, split: str = "test", 
     y_true = labels[:, [source.label_names.index(c) for c in classes]]
     y_score = probs[:, [spec.targets.index(c) for c in classes]]
     auc = roc_auc_per_class(y_true, y_score, classes)
+    ci, mean_ci = bootstrap_auc_ci(y_true, y_score, classes)
     used = _thresholds(spec, thresholds)
     roc, operating = {}, {}
     for k, name in enumerate(classes):
@@ -195,7 +202,9 @@ def evaluate(model: Any, spec: Any, source: DataSource, *, split: str = "test", 
                             n_images=len(records), n_boxed_images=len(boxed), auc=auc, mean_auc=mean_auc(auc),
                             localization=localization_accuracy(loc_records, IOU_THRESHOLDS),
                             n_boxes={c: n_boxes[c] for c in classes if c in n_boxes}, roc=roc,
-                            thresholds={c: used[c] for c in classes}, operating=operating, data=where)
+                            thresholds={c: used[c] for c in classes}, operating=operating, data=where,
+                            auc_ci={c: None if v is None else [round(v[0], 4), round(v[1], 4)] for c, v in ci.items()},
+                            mean_auc_ci=None if mean_ci is None else [round(mean_ci[0], 4), round(mean_ci[1], 4)])
 
 
 def run_evaluation(model_ref: str | Path | tuple[Any, Any], data: str, *, split: str = "test",

@@ -45,6 +45,10 @@ def _box_classes(result: EvaluationResult) -> list[str]:
     return [c for c in result.classes if c in first] + [c for c in first if c not in result.classes]
 
 
+def _ci(interval) -> str:
+    return "–" if not interval else f"{interval[0]:.3f}–{interval[1]:.3f}"
+
+
 def results_markdown(result: EvaluationResult, title: str) -> str:
     """The `results.md` text (see the module docstring)."""
     summary = (f"Model `{result.model}`, data `{result.data}`, split `{result.split}`: {result.n_images} images, "
@@ -52,6 +56,10 @@ def results_markdown(result: EvaluationResult, title: str) -> str:
     lines = [f"# {title}", "", summary, "", "## Classification (ROC AUC)", ""]
     lines += _table([*result.classes, "Mean"],
                     [[_fmt(result.auc.get(c), 3) for c in result.classes] + [_fmt(result.mean_auc, 3)]])
+    if result.auc_ci:
+        lines += ["", "Bootstrap 95% intervals (2,000 resamples of the images):", ""]
+        lines += _table([*result.classes, "Mean"],
+                        [[_ci(result.auc_ci.get(c)) for c in result.classes] + [_ci(result.mean_auc_ci)]])
     lines += ["", "## Localization accuracy (a hit when IoU > T(IoU))", ""]
     boxed = _box_classes(result)
     if boxed:
