@@ -138,3 +138,25 @@ def test_the_embedding_example_runs_the_ai_panel_in_a_host_window(tmp_path):
                           cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert out.is_file() and done.stdout.startswith(f"{sample.name}: top finding ")
+
+
+def test_a_store_that_is_not_a_store_is_reported_and_the_viewer_still_reads(qtbot, tmp_path, tiny_default_model):  # noqa: F811
+    import pyqtgraph as pg
+
+    from cxrviewer.gui.main_window import MainWindow
+    from cxrviewer.settings import Settings
+
+    bad = tmp_path / "notes.txt"
+    bad.write_text("my own notes, not a database\n")
+    pg.setConfigOptions(imageAxisOrder="row-major")
+    win = MainWindow(settings=Settings(annotator="t", store_path=bad))
+    qtbot.addWidget(win)
+    messages: list[str] = []
+    win.panel.error.connect(messages.append)
+    win.show()
+    qtbot.waitUntil(lambda: bool(messages), timeout=5000)
+    assert messages[0].startswith("notes.txt: ") and "cannot be saved" in messages[0]
+    assert bad.read_text() == "my own notes, not a database\n"  # untouched
+    win.open_image(sorted(resource("samples").rglob("*.dcm"))[0])
+    qtbot.waitUntil(lambda: win.panel.analysis.result is not None, timeout=60000)  # reading still works
+    win.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QSplitter, QVBoxLayout, QWidget
 
@@ -70,6 +70,8 @@ class AIPanel(QWidget):
         for source in (self.document.error, self.analysis.failed, self.boxes.error, self.boxes.conflict,
                        self.radiomics.failed):
             source.connect(self.error)
+        if self.boxes.store_error:  # said before anyone listened: say it again once the host is wired
+            QTimer.singleShot(0, lambda: self.error.emit(self.boxes.store_error or ""))
         self._wanted: Path | None = None
         self._loading = 0
         self._actions = self._make_actions()

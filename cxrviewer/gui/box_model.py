@@ -39,6 +39,7 @@ class BoxModel(QObject):
         self.selected_id: str | None = None
         self._marker = None
         self._seen: dict[str, int] = {}  # box id -> the store version last shown
+        self.store_error: str | None = None  # why the store could not be opened (None: it is open)
         self._timer = QTimer(self)
         self._timer.setInterval(self.refresh_interval_ms)
         self._timer.timeout.connect(self.poll)
@@ -55,8 +56,10 @@ class BoxModel(QObject):
         try:
             store = AnnotationStore.open(path)
         except CxrError as err:
-            self.error.emit(str(err))
+            self.store_error = f"{err} Box edits cannot be saved until another store is chosen in Settings."
+            self.error.emit(self.store_error)
             return False
+        self.store_error = None
         old = self.editor
         self.editor = BoxEditor(store, self.settings.annotator)
         if old is not None:

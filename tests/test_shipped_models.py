@@ -1,0 +1,51 @@
+"""Every model shipped in resources/models/: its file matches the registry's sha256, its spec is
+complete, the model card exists, all weights stay under 50 MB, and it reproduces the probabilities
+recorded when it was shipped (scripts/ship_model.py) on two bundled sample images to 1e-3."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxrviewer.resources import path as resource
+
+REGISTRY = resource("models", "registry.json")
+SHIPPED = json.loads(REGISTRY.read_text())["models"] if REGISTRY.is_file() else {}
+
+pytestmark = pytest.mark.skipif(not SHIPPED, reason="no model is shipped in resources/models/ yet")
+
+
+def test_the_default_model_is_shipped_and_all_weights_fit_the_budget():
+    assert "default" in SHIPPED
+    total = sum((REGISTRY.parent / entry["file"]).stat().st_size for entry in SHIPPED.values())
+    assert total < 50e6
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_a_shipped_model_reproduces_its_recorded_predictions(name):
+    import torch
+
+    from cxrviewer.io import load_image
+    from cxrviewer.models import load_model, sha256_of
+    from cxrviewer.models.registry import installed_models
+    from cxrviewer.models.spec import DEFAULT_TARGETS
+
+    entry = SHIPPED[name]
+    file = REGISTRY.parent / entry["file"]
+    assert sha256_of(file) == entry["sha256"]
+    assert installed_models()[name].path.resolve() == file.resolve()
+    model, spec = load_model(name)  # checks the sha256 again
+    assert spec.name == name and tuple(spec.targets) == tuple(DEFAULT_TARGETS)
+    assert len(spec.thresholds) == len(spec.targets) and all(0 < t < 1 for t in spec.thresholds)
+    assert spec.method and spec.training and spec.metrics
+    assert (REGISTRY.parent / f"{name}.md").is_file()
+    reference = json.loads((REGISTRY.parent / f"{name}.reference.json").read_text())
+    assert reference["sha256"] == entry["sha256"] and len(reference["probabilities"]) == 2
+    with torch.inference_mode():
+        for rel, expected in reference["probabilities"].items():
+            x = spec.preprocess(load_image(resource("samples", *Path(rel).parts)))
+            got = torch.sigmoid(model(x).float())[0].numpy()
+            np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
