@@ -54,13 +54,15 @@ def _command(config: dict) -> str:
     return "cxrviewer-train " + " ".join(shlex.quote(f) for f in flags)
 
 
-def _card(name: str, spec, config: dict, result, which: str, half: bool, cv: dict | None, notes: str) -> str:
+def _card(name: str, spec, config: dict, result, which: str, half: bool, cv: dict | None, notes: str,
+          status: str = "", box_method: str | None = None) -> str:
     auc_rows = [f"| {c} | {result.auc.get(c):.3f} | {_ci(result.auc_ci.get(c))} | {spec.thresholds[spec.targets.index(c)]:.3f} | "
                 f"{_pct(result.operating.get(c, {}).get('sensitivity'))} | {_pct(result.operating.get(c, {}).get('specificity'))} |"
                 for c in result.classes if result.auc.get(c) is not None]
     lines = [
         f"# Model card: `{name}`", "",
         "> Research software, not a medical device. Trained on 474 public radiographs; do not use for diagnosis.", "",
+        *([status, ""] if status else []),
         "| | |", "|---|---|",
         f"| method | `{spec.method}` (`cxrviewer-train methods`) |",
         f"| architecture | `{spec.architecture}`, {spec.in_channels} input channel(s), random initialisation (no pretrained weights) |",
@@ -73,14 +75,15 @@ def _card(name: str, spec, config: dict, result, which: str, half: bool, cv: dic
         f"| checkpoint | the run's `{which}` model; stored in {'fp16' if half else 'fp32'} |",
         f"| CAM layer / boxes | `{spec.cam_layer}`, boxes by `{spec.extra.get('box_method', 'scalp')}` |",
         "", "## Reproduce", "", "```", _command(config), f"python scripts/ship_model.py RUN --which {which} --name {name}"
-        + (" --half" if half else ""), "```", "",
+        + (" --half" if half else "") + (f" --box-method {box_method}" if box_method else ""), "```", "",
         f"## Held-out performance (fold {config.get('fold')}: {result.n_images} images never seen in training)", "",
         "| finding | AUC | bootstrap 95% interval | operating threshold | sensitivity | specificity |",
         "|---|---|---|---|---|---|", *auc_rows,
         f"| **mean** | **{result.mean_auc:.3f}** | {_ci(result.mean_auc_ci)} | | | |", "",
         "Operating thresholds: chosen on the run's validation split by Youden's J (sensitivity + specificity − 1) "
         "and stored in the model file; the viewer marks a finding positive at or above them (Settings can override).",
-        "Sensitivity and specificity above are measured at those thresholds on the held-out fold.", "",
+        "Sensitivity and specificity above are measured at those thresholds on the held-out fold; with a "
+        "validation split this small the thresholds are unstable.", "",
     ]
     if cv:
         lines += ["## Cross-validation of the recipe", "", cv.get("text", ""), ""]
@@ -111,11 +114,11 @@ def main() -> int:
     parser.add_argument("--cv-summary", type=Path, help="a folds.json / text to quote in the card")
     parser.add_argument("--notes", default="", help="localization text for the card")
     parser.add_argument("--box-method", default=None, help="the box algorithm the viewer uses for this model")
+    parser.add_argument("--status", default="", help="a paragraph at the top of the card (e.g. interim)")
     args = parser.parse_args()
 
     import dataclasses
 
-    import numpy as np
     import yaml
 
     from cxrviewer.models.checkpoint import load_checkpoint, save_model, sha256_of
@@ -157,10 +160,10 @@ def main() -> int:
     if args.cv_summary:
         cv = {"text": args.cv_summary.read_text()}
     (MODELS / f"{args.name}.md").write_text(_card(args.name, shipped_spec, config, result, args.which, args.half, cv,
-                                                  args.notes))
+                                                  args.notes, args.status, args.box_method))
     print(f"{out.relative_to(REPO)}: {out.stat().st_size / 2**20:.1f} MiB, sha256 {sha[:12]}…, fp16 drift {drift:.1e}, "
           f"held-out mean AUC {result.mean_auc:.3f} {result.mean_auc_ci}; sha256 check {sha256_of(out) == sha}")
-    print("per class:", {c: round(v, 3) for c, v in result.auc.items() if v is not None}, np.nan)
+    print("per class:", {c: round(v, 3) for c, v in result.auc.items() if v is not None})
     return 0
 
 

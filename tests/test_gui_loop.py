@@ -112,7 +112,9 @@ def test_demo_screenshot_waits_for_findings_heatmap_boxes_and_radiomics(tmp_path
 
     image = QImage(str(out))
     assert (image.width(), image.height()) == (1500, 950)
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr and "cannot be saved" not in done.stderr
+    assert "00000001_000.dcm" in done.stdout  # the first bundled sample
+    assert "0 box(es)" in done.stdout or "radiomics shown" in done.stdout  # a box is selected with its features
     settings = json.loads((tmp_path / "config" / "settings.json").read_text()) if (
         tmp_path / "config" / "settings.json").exists() else {}
     assert not settings.get("recent_folders")  # the demo's sample folders are not remembered
@@ -159,4 +161,19 @@ def test_a_store_that_is_not_a_store_is_reported_and_the_viewer_still_reads(qtbo
     assert bad.read_text() == "my own notes, not a database\n"  # untouched
     win.open_image(sorted(resource("samples").rglob("*.dcm"))[0])
     qtbot.waitUntil(lambda: win.panel.analysis.result is not None, timeout=60000)  # reading still works
+    win.close()
+
+
+def test_a_new_user_gets_the_default_store_in_a_data_folder_that_did_not_exist(qtbot, tmp_path, monkeypatch):
+    import pyqtgraph as pg
+
+    from cxrviewer.gui.main_window import MainWindow
+    from cxrviewer.settings import Settings, default_store_path
+
+    monkeypatch.setenv("CXRVIEWER_DATA_DIR", str(tmp_path / "fresh" / "data"))
+    pg.setConfigOptions(imageAxisOrder="row-major")
+    win = MainWindow(settings=Settings(annotator="t"))
+    qtbot.addWidget(win)
+    assert win.panel.boxes.store_error is None and win.panel.boxes.store_path == default_store_path()
+    assert default_store_path().is_file() and default_store_path().parent == tmp_path / "fresh" / "data"
     win.close()

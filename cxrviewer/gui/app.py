@@ -84,6 +84,8 @@ def _screenshot(app, window, out: Path, timeout: float = 180.0) -> int:
     deadline = time.monotonic() + timeout
     failures: list[str] = []
     panel.analysis.failed.connect(failures.append)
+    problems: list[str] = [panel.boxes.store_error] if panel.boxes.store_error else []
+    panel.error.connect(problems.append)
 
     def settle(condition) -> bool:
         while time.monotonic() < deadline and not failures:
@@ -117,5 +119,11 @@ def _screenshot(app, window, out: Path, timeout: float = 180.0) -> int:
         reason = failures[0] if failures else "the analysis did not finish in time"
         print(f"cxrviewer: screenshot saved to {out} without findings: {reason}", file=sys.stderr)
         return 1
-    print(f"screenshot saved to {out}")
+    for problem in dict.fromkeys(problems):
+        print(f"cxrviewer: {problem}", file=sys.stderr)
+    top = panel.analysis.selected
+    shown = [f"{panel.document.image.path.name}", f"top finding {top}",
+             f"{len(panel.boxes.boxes(top))} box(es)", "radiomics shown" if panel.radiomics.result is not None
+             else "no radiomics"]
+    print(f"screenshot saved to {out}: {', '.join(shown)}")
     return 0

@@ -52,9 +52,17 @@ class BoxModel(QObject):
     def open_store(self, path: Path) -> bool:
         """Edit into the store at `path`; on a bad store the error is reported and the old one kept."""
         from cxrviewer.annotations import AnnotationStore
+        from cxrviewer.settings import default_store_path
 
         try:
+            if Path(path) == default_store_path():  # a new user's data folder does not exist yet
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             store = AnnotationStore.open(path)
+        except OSError as err:
+            self.store_error = (f"{Path(path).name}: the store's folder cannot be created ({err.strerror}). "
+                                "Box edits cannot be saved until another store is chosen in Settings.")
+            self.error.emit(self.store_error)
+            return False
         except CxrError as err:
             self.store_error = f"{err} Box edits cannot be saved until another store is chosen in Settings."
             self.error.emit(self.store_error)

@@ -129,12 +129,15 @@ class BrowserPanel(QWidget):
         if path:
             self.image_activated.emit(Path(path))
 
-    def select_first_image(self) -> bool:
-        """Make the first image of the tree current (opens it); False when there is none."""
+    def select_first_image(self, folder: Path | None = None) -> bool:
+        """Make the first image of the tree (of `folder`'s catalog if given) current, which opens it;
+        False when there is none."""
+        root = Path(folder).absolute() if folder is not None else None
         iterator = [self.tree.topLevelItem(i) for i in range(self.tree.topLevelItemCount())]
         while iterator:
             item = iterator.pop(0)
-            if item.data(0, PATH_ROLE):
+            path = item.data(0, PATH_ROLE)
+            if path and (root is None or Path(path).absolute().is_relative_to(root)):
                 self.tree.setCurrentItem(item)
                 return True
             iterator[0:0] = [item.child(i) for i in range(item.childCount())]

@@ -189,7 +189,7 @@ class MainWindow(QMainWindow):
             n = len(catalog.images())
             self.statusBar().showMessage(f"{folder}: {n} image(s), {len(catalog.errors)} unreadable", 8000)
             if then_select_first:
-                self.browser.select_first_image()
+                self.browser.select_first_image(folder)
 
         run_task(lambda: Catalog.open(folder), done, self._failed)
 
