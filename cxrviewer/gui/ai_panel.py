@@ -156,6 +156,11 @@ class AIPanel(QWidget):
         """Every action of the panel, for the host's menus or `addAction` (their shortcuts work then)."""
         return list(self._actions.values())
 
-    def close_store(self) -> None:
-        """Stop polling and close the annotation store (call before the host closes)."""
+    def close_store(self, wait_ms: int = 15000) -> None:
+        """Stop the analysis, wait for the background work of the panel to end (a worker still
+        importing torch at interpreter exit would fail noisily), stop polling and close the
+        annotation store. Call it before the host closes."""
+        self.analysis.cancel()
+        for pool in (self.analysis.pool, self.radiomics.pool):
+            pool.waitForDone(wait_ms)
         self.boxes.close()

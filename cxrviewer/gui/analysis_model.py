@@ -17,7 +17,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 
 from cxrviewer.errors import CxrError
 from cxrviewer.gui.document import ViewerDocument
@@ -30,6 +30,7 @@ class AnalysisCancelled(CxrError):
 
 
 class AnalysisModel(QObject):
+    start_delay_ms = 40  # analysis on open starts this long after the image is shown
     started = Signal(str)  # a sentence: what is being analysed with what
     progress = Signal(float)  # 0 .. 1
     finished = Signal()  # self.result is the new result
@@ -187,6 +188,13 @@ class AnalysisModel(QObject):
         self._generation += 1
         self._reset()
         if self.document.image is not None and self.auto_analyse:
+            # Start after the canvas has painted the new image: a worker that starts at once (and,
+            # the first time, imports torch) competes for the interpreter with the first paint.
+            image, generation = self.document.image, self._generation
+            QTimer.singleShot(self.start_delay_ms, lambda: self._start_if_current(image, generation))
+
+    def _start_if_current(self, image: Any, generation: int) -> None:
+        if generation == self._generation and self.document.image is image and not self.running:
             self.analyze()
 
     def _reset(self) -> None:

@@ -109,6 +109,11 @@ def _screenshot(app, window, out: Path, timeout: float = 180.0) -> int:
         app.processEvents()
         time.sleep(0.02)
     ok = window.grab().save(str(out))
+    top = panel.analysis.selected
+    shown = [panel.document.image.path.name if panel.document.image is not None else "no image",
+             f"top finding {top}", f"{len(panel.boxes.boxes(top))} box(es)",
+             "radiomics shown" if panel.radiomics.result is not None else "no radiomics"]
+    window.close()  # waits for the background work, closes the store
     if not ok:
         print(f"cxrviewer: {out.name}: cannot write the screenshot there.", file=sys.stderr)
         return 1
@@ -121,9 +126,5 @@ def _screenshot(app, window, out: Path, timeout: float = 180.0) -> int:
         return 1
     for problem in dict.fromkeys(problems):
         print(f"cxrviewer: {problem}", file=sys.stderr)
-    top = panel.analysis.selected
-    shown = [f"{panel.document.image.path.name}", f"top finding {top}",
-             f"{len(panel.boxes.boxes(top))} box(es)", "radiomics shown" if panel.radiomics.result is not None
-             else "no radiomics"]
     print(f"screenshot saved to {out}: {', '.join(shown)}")
     return 0
