@@ -36,3 +36,17 @@ def viewer_settings(tmp_path):
     from cxrviewer.settings import Settings
 
     return Settings(annotator="tester", store_path=tmp_path / "reads.cxra")
+
+
+def shown_main_window(qtbot, settings=None, size: tuple[int, int] = (1000, 700)):
+    """A `MainWindow` (the user's settings of the test's config folder unless given), shown."""
+    import pyqtgraph as pg
+
+    from cxrviewer.gui.main_window import MainWindow
+
+    pg.setConfigOptions(imageAxisOrder="row-major")
+    win = MainWindow(settings=settings)
+    qtbot.addWidget(win)
+    win.resize(*size)
+    win.show()
+    return win

@@ -21,19 +21,13 @@ from cxrviewer.gui.voi_presets import keyed_presets
 from cxrviewer.imaging.voi import default_voi
 from cxrviewer.io.image import VoiWindow
 from tests.conftest import dicom_testfile
+from tests.gui_support import shown_main_window
 
 SAMPLE_WITH_SPACING = resource("samples", "1", "0", "00000001_000.dcm")  # PixelSpacing 0.767787 \ 0.749074
 
 
 def _window(qtbot) -> MainWindow:
-    import pyqtgraph as pg
-
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
-    return win
+    return shown_main_window(qtbot)
 
 
 @pytest.fixture

@@ -17,22 +17,16 @@ pytest.importorskip("pytestqt")
 
 from cxrviewer.resources import path as resource  # noqa: E402
 from tests.conftest import NIH_SAMPLE, REPO  # noqa: E402
-from tests.gui_support import install_tiny_model, tiny_default_model, viewer_settings  # noqa: E402, F401
+from tests.gui_support import (  # noqa: E402, F401
+    install_tiny_model, shown_main_window, tiny_default_model, viewer_settings,
+)
 
 TINY = "architecture=resnet18 batch-size=8 max-steps=3 workers=0 cache=none max-train-images=24 max-val-images=16"
 
 
 @pytest.fixture
 def window(qtbot, tiny_default_model, viewer_settings):  # noqa: F811 - fixtures
-    import pyqtgraph as pg
-
-    from cxrviewer.gui.main_window import MainWindow
-
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    win = MainWindow(settings=viewer_settings)
-    qtbot.addWidget(win)
-    win.resize(1400, 900)
-    win.show()
+    win = shown_main_window(qtbot, viewer_settings, (1400, 900))
     yield win
     win.close()
 

@@ -12,22 +12,15 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from cxrviewer.gui.main_window import MainWindow  # noqa: E402
 from cxrviewer.imaging.voi import FullRange  # noqa: E402
 from cxrviewer.resources import path as resource  # noqa: E402
 from tests.conftest import REPO, dicom_testfile  # noqa: E402
+from tests.gui_support import shown_main_window  # noqa: E402
 
 
 @pytest.fixture
 def window(qtbot):
-    import pyqtgraph as pg
-
-    pg.setConfigOptions(imageAxisOrder="row-major")
-    win = MainWindow()
-    qtbot.addWidget(win)
-    win.resize(1000, 700)
-    win.show()
-    return win
+    return shown_main_window(qtbot)
 
 
 def test_opens_samples_grouped_by_patient_and_shows_the_first_image(window, qtbot):
