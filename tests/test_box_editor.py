@@ -133,3 +133,15 @@ def test_a_model_box_another_viewer_touched_first_is_a_conflict_not_a_second_cop
     with pytest.raises(EditConflict, match="dr.b"):
         editor.move("proposal:0", (0.0, 0.0, 10.0, 10.0))
     assert len(editor.store.current_boxes(KEY)) == 1  # one stored copy of the model's box: dr.b's
+
+
+def test_an_images_history_lists_every_version_of_every_box_in_order(editor):
+    moved = editor.move("proposal:0", (12.0, 20.0, 112.0, 230.0))
+    added = editor.add("Mass", (1.0, 2.0, 30.0, 40.0))
+    editor.undo()
+    editor.store.set_label(KEY, "Nodule", 0.0, "dr.a")
+    boxes, labels = editor.store.image_history(KEY)
+    assert [(b.box_id, b.version, b.status) for b in boxes] == [
+        (moved, 1, "proposed"), (moved, 2, "corrected"), (added, 1, "added"), (added, 2, "deleted")]
+    assert [(lab.finding, lab.value) for lab in labels] == [("Nodule", 0.0)]
+    assert editor.store.image_history("unknown") == ([], [])

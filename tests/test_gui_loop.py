@@ -171,3 +171,21 @@ def test_a_new_user_gets_the_default_store_in_a_data_folder_that_did_not_exist(q
     assert win.panel.boxes.store_error is None and win.panel.boxes.store_path == default_store_path()
     assert default_store_path().is_file() and default_store_path().parent == tmp_path / "fresh" / "data"
     win.close()
+
+
+def test_the_history_dialog_lists_the_images_versions(window, qtbot):
+    from cxrviewer.gui.annotations_menu import open_history
+
+    panel = window.panel
+    assert open_history(window, panel) is None  # no image yet: a sentence, no dialog
+    window.open_folder(resource("samples"), then_select_first=True)
+    _analysed(window, qtbot)
+    top = panel.analysis.selected
+    box = panel.boxes.boxes(top)[0]
+    moved = panel.boxes.move(box.box_id, tuple(c + 4 for c in box.box))
+    panel.boxes.accept(moved)
+    dialog = open_history(window, panel)
+    qtbot.addWidget(dialog)
+    column = [dialog.table.item(r, 5).text() for r in range(dialog.table.rowCount())]
+    assert column == ["proposed", "corrected", "accepted"]
+    assert dialog.table.item(1, 1).text() == "tester" and dialog.table.item(0, 1).text() == "(model)"

@@ -196,6 +196,12 @@ class AnnotationStore(StoreBase):
             raise BadAnnotation(self.path, f"there is no box '{box_id}' in the store")
         return [_box(r) for r in rows]
 
+    def image_history(self, image_key: str) -> tuple[list[BoxRecord], list[LabelRecord]]:
+        """Every box version and every label version of one image, in the order they were written."""
+        boxes = self._query(f"SELECT {_BOX_COLUMNS} FROM boxes WHERE image_key = ? ORDER BY rowid", (image_key,))
+        labels = self._query(f"SELECT {_LABEL_COLUMNS} FROM labels WHERE image_key = ? ORDER BY rowid", (image_key,))
+        return [_box(r) for r in boxes], [LabelRecord(*r) for r in labels]
+
     # -- other writers -----------------------------------------------------------------------
     def marker(self) -> ChangeMarker:
         """Where the store stands now: pass it to `changes_since` later to get what was written since.

@@ -38,6 +38,19 @@ def export_boxes(store_path: Path, file: Path) -> str:
     return f"{file.name}: {n} box(es) exported."
 
 
+def open_history(window: QMainWindow, panel):
+    """The open image's history dialog (None, with a sentence, when there is no image or store)."""
+    from cxrviewer.gui.history_dialog import HistoryDialog
+
+    editor = panel.boxes.editor
+    if editor is None or editor.image is None:
+        window.statusBar().showMessage("Open an image first (and an annotation store in Settings).", 15000)
+        return None
+    dialog = HistoryDialog(editor.store, editor.image.key, panel.document.image.path.name, window)
+    dialog.show()
+    return dialog
+
+
 def build_annotations_menu(window: QMainWindow, panel) -> QMenu:
     """Add the Annotations menu to `window` for the store of `panel` (an `AIPanel`)."""
     menu = window.menuBar().addMenu("&Annotations")
@@ -79,6 +92,11 @@ def build_annotations_menu(window: QMainWindow, panel) -> QMenu:
         act.triggered.connect(slot)
         menu.addAction(act)
     menu.addSeparator()
+    history = QAction("History of this image…", window)
+    history.setShortcut("Ctrl+Shift+H")
+    history.triggered.connect(lambda: open_history(window, panel))
+    menu.addAction(history)
+    window.addAction(history)
     where = QAction("Show the store's location", window)
     where.triggered.connect(lambda: say(f"Annotation store: {panel.boxes.store_path}"))
     menu.addAction(where)
