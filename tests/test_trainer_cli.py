@@ -52,7 +52,7 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
     runs = tmp_path / "runs"
     assert main(["fit", "--data", f"nih:{NIH_SAMPLE}", "--method", "baseline", *TINY, "--output", str(runs),
                  "--name", "cv", "--folds", "2", "--max-train-images", "24", "--max-val-images", "16",
-                 "--max-steps", "2"]) == 0
+                 "--max-steps", "2", "--select", "last"]) == 0
     summary = json.loads((runs / "cv" / "folds.json").read_text())
     assert summary["n_folds"] == 2 and sum(summary["n_images"]) == 474  # every image tested exactly once
     assert "mean" in summary["mean_auc"] and (runs / "cv" / "fold1" / "report" / "results.md").is_file()
@@ -60,7 +60,18 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
     import yaml
 
     saved = yaml.safe_load((runs / "cv" / "fold1" / "config.yaml").read_text())
-    assert (saved["folds"], saved["fold"]) == (2, 1)
+    assert (saved["folds"], saved["fold"], saved["select"]) == (2, 1, "last")
+    # --select last: the fold was scored with its last model
+    from cxrviewer.models import load_model
+    from cxrviewer.trainer.config import TrainConfig
+    from cxrviewer.trainer.evaluation import evaluate
+    from cxrviewer.trainer.loop import open_training_source
+
+    model, spec = load_model(runs / "cv" / "fold1" / "last.safetensors")
+    source = open_training_source(TrainConfig(**saved))
+    again = evaluate(model, spec, source, split="test", device="cpu")
+    reported = json.loads((runs / "cv" / "fold1" / "report" / "results.json").read_text())
+    assert reported["mean_auc"] == pytest.approx(again.mean_auc, abs=1e-6)
 
 
 def test_methods_lists_every_method_with_defaults(capsys):

@@ -43,6 +43,7 @@ FIT_FLAGS = {  # flag -> (type, help); each becomes a TrainConfig override when 
     "max_val_images": (int, "validate on at most this many images"),
     "checkpoint_every": (int, "write the resumable state every N steps (0: end of each epoch only)"),
     "log_every": (int, "progress event every N steps"),
+    "select": (str, "with --folds: score each fold's best (validation AUC, default) or last model"),
 }
 
 

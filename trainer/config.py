@@ -64,6 +64,7 @@ class TrainConfig:
     val_split: str = "val"
     folds: int | None = None  # K-fold cross-validation: patient-disjoint folds of the whole source
     fold: int | None = None  # which fold is the test split of this run (with `folds`)
+    select: str = "best"  # the model a cross-validation fold is scored with: best (validation AUC) | last
     method_args: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -86,6 +87,8 @@ class TrainConfig:
             problems.append("fold needs folds (the number of folds)")
         if self.folds is not None and (self.folds < 2 or (self.fold is not None and not 0 <= self.fold < self.folds)):
             problems.append(f"folds must be at least 2 and fold in 0..folds-1 (got folds={self.folds}, fold={self.fold})")
+        if self.select not in ("best", "last"):
+            problems.append(f"select must be best or last, not '{self.select}'")
         if self.optimizer not in (None, "adam", "adamw", "sgd"):
             problems.append(f"optimizer must be adam, adamw or sgd, not '{self.optimizer}'")
         if problems:

@@ -2,7 +2,8 @@
 
 Run f of K trains on the other K-1 folds (a seeded tenth of their patients held out for validation:
 best checkpoint and thresholds) and is evaluated on fold f (`cxrviewer.trainer.evaluation`, the
-same code as `cxrviewer-train evaluate`). Each run is an ordinary run folder `NAME/foldF`, resumable
+same code as `cxrviewer-train evaluate`) with its best model, or with its last one under
+`--select last` (on a small validation split the "best" epoch is mostly noise). Each run is an ordinary run folder `NAME/foldF`, resumable
 with `fit --resume NAME/foldF` (the fold is part of its saved configuration). The summary — mean ±
 standard deviation of every AUC and localization accuracy across the folds — goes to
 `NAME/folds.md` and `NAME/folds.json`, each fold's own report to `NAME/foldF/report/`.
@@ -32,7 +33,7 @@ def cross_validate(config: TrainConfig, k: int, *, reporter_kind: str = "rich", 
         fold_config = dataclasses.replace(config, name=f"{base}/fold{fold}", folds=k, fold=fold)
         fold_config.validate()
         run = fit(fold_config, reporter=make_reporter(reporter_kind))
-        model, spec = load_model(run / "best.safetensors")
+        model, spec = load_model(run / f"{config.select}.safetensors")
         source = open_training_source(fold_config)
         result = evaluate(model, spec, source, split="test", device=config.device, cam=cam, box_method=box_method,
                           batch_size=config.batch_size)
