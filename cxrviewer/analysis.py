@@ -109,7 +109,7 @@ class Analyzer:
     """A loaded model plus the analysis settings; reuse one across images."""
 
     def __init__(self, model: Any = "default", spec: Any = None, *, device: str = "auto", cam: str = "gradcam",
-                 box_method: str = "scalp", box_params: dict[str, Any] | None = None, amp: bool = True) -> None:
+                 box_method: str | None = None, box_params: dict[str, Any] | None = None, amp: bool = True) -> None:
         from cxrviewer.models.checkpoint import load_checkpoint, sha256_of
         from cxrviewer.models.factory import resolve_model
 
@@ -123,8 +123,9 @@ class Analyzer:
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
         self.cam = cam
-        self.box_method = box_method
-        self.box_params = dict(box_params or {})
+        # None: the box algorithm the model file names (chosen for its CAM resolution), else SCALP's
+        self.box_method = box_method or spec.extra.get("box_method", "scalp")
+        self.box_params = dict(box_params if box_params is not None else spec.extra.get("box_params", {}))
         self.amp = amp and self.device.startswith("cuda")
         self.name = spec.name or spec.architecture
 

@@ -50,8 +50,8 @@ def tools_parser() -> argparse.ArgumentParser:
                          help="a model file or registered model name (default: the embedded default model)")
     analyze.add_argument("--cam", default="gradcam", choices=("gradcam", "gradcam++", "scorecam", "native"),
                          help="CAM method for the heatmaps and boxes")
-    analyze.add_argument("--boxes", default="scalp", choices=("scalp", "talasila", "threshold"),
-                         help="box algorithm (SCALP Algorithm 1 by default)")
+    analyze.add_argument("--boxes", default=None, choices=("scalp", "talasila", "threshold"),
+                         help="box algorithm (default: the one the model file names, else SCALP Algorithm 1)")
     analyze.add_argument("--radiomics", action="store_true", help="add pyradiomics features to every box")
     analyze.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     analyze.add_argument("--json", metavar="OUT", help="write the JSON document here (default: stdout)")

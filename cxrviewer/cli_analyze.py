@@ -56,7 +56,7 @@ def run_analyze(args: argparse.Namespace) -> int:
                 analysed += 1
             advance()
     document = {"model": {"name": analyzer.name, "sha256": analyzer.sha256, "targets": list(analyzer.spec.targets),
-                          "architecture": analyzer.spec.architecture, "cam": args.cam, "boxes": args.boxes},
+                          "architecture": analyzer.spec.architecture, "cam": args.cam, "boxes": analyzer.box_method},
                 "results": results}
     text = json.dumps(document, indent=2)
     if args.json:

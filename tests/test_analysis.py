@@ -129,3 +129,14 @@ def test_analyze_folder_and_exit_status(model_file, tmp_path, capsys):
 def test_analyze_without_an_installed_default_model_says_so(tmp_path, capsys):
     assert main(["analyze", str(dicom_testfile("CT_small.dcm")), "--model", "no-such-model"]) == 1
     assert "no model file or registered model" in capsys.readouterr().err
+
+
+def test_the_box_algorithm_defaults_to_the_one_the_model_file_names():
+    from cxrviewer.analysis import Analyzer
+    from cxrviewer.models import create_model
+
+    model, spec = create_model("resnet18", input_size=(64, 64))
+    assert Analyzer(model, spec, device="cpu").box_method == "scalp"
+    spec.extra["box_method"] = "talasila"
+    assert Analyzer(model, spec, device="cpu").box_method == "talasila"
+    assert Analyzer(model, spec, device="cpu", box_method="threshold").box_method == "threshold"

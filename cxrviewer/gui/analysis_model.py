@@ -179,8 +179,8 @@ class AnalysisModel(QObject):
                     raise CxrError(None, f"Model '{name}' cannot be loaded ({err.problem})") from err
                 except ValueError as err:  # e.g. CUDA asked for but absent
                     raise CxrError(None, f"Model '{name}' cannot run on '{device}': {err}") from err
-                analyzer.box_method = analyzer.spec.extra.get("box_method", self.settings.box_method)
-                analyzer.box_params = dict(analyzer.spec.extra.get("box_params", {}))
+                if "box_method" not in analyzer.spec.extra:  # the model's own choice first, then the user's
+                    analyzer.box_method = self.settings.box_method
                 self._analyzers = {key: analyzer}  # keep one model in memory
             return self._analyzers[key]
 
