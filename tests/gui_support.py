@@ -50,3 +50,18 @@ def shown_main_window(qtbot, settings=None, size: tuple[int, int] = (1000, 700))
     win.resize(*size)
     win.show()
     return win
+
+
+TINY_RUN = "architecture=resnet18 batch-size=8 max-steps=3 workers=0 cache=none max-train-images=24 max-val-images=16"
+
+
+def fill_tiny_retrain(dialog, data: str, name: str, *, corrections: bool = False) -> None:
+    """Fill the retrain dialog for a three-step CPU run of the baseline at 64 px."""
+    dialog.method.setCurrentText("baseline")
+    dialog.data.setText(data)
+    dialog.use_corrections.setChecked(corrections)
+    dialog.epochs.setValue(1)
+    dialog.device.setCurrentText("cpu")
+    dialog.input_size.setValue(64)
+    dialog.extra.setText(TINY_RUN)
+    dialog.name.setText(name)

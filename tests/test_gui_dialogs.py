@@ -19,8 +19,9 @@ from cxrviewer.gui.settings_dialog import SettingsDialog
 from cxrviewer.retrain import BadRequest
 from cxrviewer.settings import Settings, settings_path
 from tests.conftest import NIH_SAMPLE
+from tests.gui_support import TINY_RUN, fill_tiny_retrain
 
-TINY = "architecture=resnet18 batch-size=8 max-steps=3 workers=0 cache=none max-train-images=24 max-val-images=16"
+TINY = TINY_RUN
 
 
 def needs_nih() -> None:
@@ -151,13 +152,7 @@ def test_a_bad_data_path_shows_the_trainers_sentence(retrain, qtbot, tmp_path):
 @pytest.mark.slow
 def test_a_tiny_training_run_registers_its_model(retrain, qtbot, tmp_path):
     needs_nih()
-    retrain.method.setCurrentText("baseline")
-    retrain.data.setText(f"nih:{NIH_SAMPLE}")
-    retrain.epochs.setValue(1)
-    retrain.device.setCurrentText("cpu")
-    retrain.input_size.setValue(64)
-    retrain.extra.setText(TINY)
-    retrain.name.setText("tiny-dialog")
+    fill_tiny_retrain(retrain, f"nih:{NIH_SAMPLE}", "tiny-dialog")
     with qtbot.waitSignal(retrain.model_registered, timeout=180000) as blocker:
         retrain.start_button.click()
     assert blocker.args == ["tiny-dialog"], retrain.error.text()

@@ -18,11 +18,8 @@ pytest.importorskip("pytestqt")
 from cxrviewer.resources import path as resource  # noqa: E402
 from tests.conftest import NIH_SAMPLE, REPO  # noqa: E402
 from tests.gui_support import (  # noqa: E402, F401
-    install_tiny_model, shown_main_window, tiny_default_model, viewer_settings,
+    fill_tiny_retrain, install_tiny_model, shown_main_window, tiny_default_model, viewer_settings,
 )
-
-TINY = "architecture=resnet18 batch-size=8 max-steps=3 workers=0 cache=none max-train-images=24 max-val-images=16"
-
 
 @pytest.fixture
 def window(qtbot, tiny_default_model, viewer_settings):  # noqa: F811 - fixtures
@@ -62,14 +59,7 @@ def test_read_correct_retrain_and_switch_to_the_new_model(window, qtbot, viewer_
     # retrain on the NIH sample with these corrections, from the Tools menu's dialog
     dialog = window.open_retrain()
     qtbot.addWidget(dialog)
-    dialog.method.setCurrentText("baseline")
-    dialog.data.setText(f"nih:{NIH_SAMPLE}")
-    dialog.use_corrections.setChecked(True)
-    dialog.epochs.setValue(1)
-    dialog.device.setCurrentText("cpu")
-    dialog.input_size.setValue(64)
-    dialog.extra.setText(TINY)
-    dialog.name.setText("site-corrected")
+    fill_tiny_retrain(dialog, f"nih:{NIH_SAMPLE}", "site-corrected", corrections=True)
     with qtbot.waitSignal(dialog.model_registered, timeout=300000) as blocker:
         dialog.start_button.click()
     assert blocker.args == ["site-corrected"], dialog.error.text()

@@ -54,15 +54,12 @@ def run_viewer(paths: list[str], demo: bool = False, screenshot: str | None = No
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cxrviewer")
     settings, warnings = Settings.load()
-    if demo:  # the demo shows the embedded model; the user's own choice stays saved as it was
-        saved_model = settings.model
-        settings.model = "default"
     window = MainWindow(settings=settings)
     for warning in warnings:
         window.show_message(warning)
-    if demo:
+    if demo:  # the embedded model for this session only; the user's settings stay as they are
+        window.panel.analysis.set_options(model="default")
         window.remember_folders = False
-        window.settings_model_to_save = saved_model
     window.resize(1500, 950)
     window.show()
     folders = demo_folders() if demo else []

@@ -111,6 +111,8 @@ class MainWindow(QMainWindow):
         """Settings accepted in the dialog: the store, annotator, model, device, CAM and thresholds follow."""
         self.settings = settings
         self.panel.apply_settings(settings)
+        if self.triage_dock is not None:  # the next triage run scores with the new thresholds
+            self.triage_dock.widget().thresholds = settings.thresholds
 
     # --- the AI menus -----------------------------------------------------------------------
     def _build_ai_menus(self) -> None:
@@ -142,10 +144,10 @@ class MainWindow(QMainWindow):
         if self.triage_dock is None:
             from cxrviewer.gui.triage_panel import TriagePanel
 
-            def analyzer():
+            def analyzer():  # the model and device chosen in the findings panel now
                 from cxrviewer.analysis import Analyzer
 
-                return Analyzer(self.settings.model, device=self.settings.device)
+                return Analyzer(self.panel.analysis.model_name, device=self.panel.analysis.device)
 
             panel = TriagePanel(analyzer, thresholds=self.settings.thresholds)
             panel.image_activated.connect(self.open_image)

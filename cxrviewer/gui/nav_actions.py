@@ -144,14 +144,8 @@ def save_settings(window: QMainWindow) -> None:
     """Save the window's settings; a failure is one sentence in the status bar, never a dialog."""
     from cxrviewer.errors import CxrError
 
-    settings = window.settings
-    saved_model = getattr(window, "settings_model_to_save", None)  # the demo's model is not the user's choice
-    if saved_model is not None:
-        from dataclasses import replace
-
-        settings = replace(settings, model=saved_model)
     try:
-        settings.save()
+        window.settings.save()
     except CxrError as exc:
         window.document.error.emit(exc.sentence)
 
