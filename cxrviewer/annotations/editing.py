@@ -80,13 +80,11 @@ class ShownBox:
 
 @dataclass(frozen=True)
 class _Step:
-    """One undoable edit: the box's state before (None: the edit created it) and after, and the
-    store version the step left the box at."""
+    """One undoable edit: the box's state before (None: the edit created it) and after."""
 
     box_id: str
     before: BoxRecord | None
     after: BoxRecord
-    version: int
     what: str
 
 
@@ -162,7 +160,7 @@ class BoxEditor:
         self._register(image)
         box_id = self.store.add_box(image.key, finding, coords, self.annotator)
         after = self.store.box(box_id)
-        self._push(_Step(box_id, None, after, after.version, "add"))
+        self._push(_Step(box_id, None, after, "add"))
         self._known[box_id] = after.version
         return box_id
 
@@ -185,7 +183,7 @@ class BoxEditor:
         else:
             before = shown.record
         after = write(before, before.version if shown.record is None or seen is None else seen)
-        self._push(_Step(before.box_id, before, after, after.version, what))
+        self._push(_Step(before.box_id, before, after, what))
         self._known[before.box_id] = after.version
         return before.box_id
 
@@ -217,21 +215,21 @@ class BoxEditor:
         if not self.can_undo():
             return None
         step = self._undo[self.image.key].pop()
-        rec = self._restore(step.box_id, step.before, step.version)
-        self._redo.setdefault(self.image.key, []).append(replace(step, version=rec.version))
+        self._restore(step.box_id, step.before)
+        self._redo.setdefault(self.image.key, []).append(step)
         return step.box_id
 
     def redo(self) -> str | None:
         if not self.can_redo():
             return None
         step = self._redo[self.image.key].pop()
-        rec = self._restore(step.box_id, step.after, step.version)
-        self._undo.setdefault(self.image.key, []).append(replace(step, version=rec.version))
+        self._restore(step.box_id, step.after)
+        self._undo.setdefault(self.image.key, []).append(step)
         return step.box_id
 
-    def _restore(self, box_id: str, state: BoxRecord | None, version: int) -> BoxRecord:
+    def _restore(self, box_id: str, state: BoxRecord | None) -> BoxRecord:
         current = self.store.box(box_id)
-        version = self._known.get(box_id, version)  # later steps on the same box moved it on
+        version = self._known[box_id]  # the version this editor last left the box at
         if current.version != version:
             raise EditConflict(self.store.path, box_id, version, current)
         if state is None or state.deleted:
