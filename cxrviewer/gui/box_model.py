@@ -72,7 +72,7 @@ class BoxModel(QObject):
         self.editor = BoxEditor(store, self.settings.annotator)
         if old is not None:
             old.store.close()
-        self._marker = self._changes_marker()
+        self._marker = store.marker()  # before the first read of its boxes
         self._timer.start()
         self._on_image()
         return True
@@ -208,14 +208,6 @@ class BoxModel(QObject):
             self.selected_id = None
             self.selection_changed.emit()
         self.boxes_changed.emit()
-
-    def _changes_marker(self):
-        if self.editor is None:
-            return None
-        try:
-            return self.editor.store.changes_since(None)[0]
-        except CxrError:
-            return None
 
     def poll(self) -> bool:
         """Look for other viewers' edits; True (and `boxes_changed`) when the open image has some."""
