@@ -93,7 +93,7 @@ class AIPanel(QWidget):
 
         def failed(sentence: str) -> None:
             self._loading -= 1
-            self.error.emit(sentence)
+            self.document.error.emit(sentence)  # reaches `error` too
 
         run_task(lambda: load_image(path), done, failed)
 
@@ -102,6 +102,11 @@ class AIPanel(QWidget):
         self._wanted = Path(image.path)
         self.document.set_image(image)
         self.image_opened.emit(Path(image.path))
+
+    @property
+    def loading(self) -> bool:
+        """True while an image file is being loaded."""
+        return self._loading > 0
 
     @property
     def busy(self) -> bool:

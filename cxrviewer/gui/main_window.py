@@ -39,8 +39,7 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self.info = QLabel()
         self.statusBar().addPermanentWidget(self.info)
-        self._pending = 0  # loads in flight
-        self._wanted: Path | None = None  # the image the user asked for last
+        self._pending = 0  # catalog scans in flight (image loads are the panel's)
         self.browser.image_activated.connect(self.open_image)
         self.canvas.readout.connect(self.info.setText)
         self.panel.error.connect(self.show_message)  # the document's errors come through the panel too
@@ -196,18 +195,9 @@ class MainWindow(QMainWindow):
         run_task(lambda: Catalog.open(folder), done, self._failed)
 
     def open_image(self, path: Path) -> None:
-        from cxrviewer.io import load_image
-
-        self._wanted = path
-        self._pending += 1
-        self.statusBar().showMessage(f"Loading {path.name} …")
-
-        def done(image) -> None:
-            self._pending -= 1
-            if path == self._wanted:  # the user may have moved on while this loaded
-                self.document.set_image(image)
-
-        run_task(lambda: load_image(path), done, self._failed)
+        """Load and show an image (the panel's loader: off the UI thread, the latest request wins)."""
+        self.statusBar().showMessage(f"Loading {Path(path).name} …")
+        self.panel.open_path(path)
 
     def _failed(self, sentence: str) -> None:
         self._pending -= 1
@@ -227,4 +217,5 @@ class MainWindow(QMainWindow):
 
     @property
     def idle(self) -> bool:
-        return self._pending == 0
+        """No catalog scan and no image load in flight."""
+        return self._pending == 0 and not self.panel.loading
