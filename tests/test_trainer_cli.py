@@ -52,9 +52,13 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
     runs = tmp_path / "runs"
     assert main(["fit", "--data", f"nih:{NIH_SAMPLE}", "--method", "baseline", *TINY, "--output", str(runs),
                  "--name", "cv", "--folds", "2", "--max-train-images", "24", "--max-val-images", "16",
-                 "--max-steps", "2", "--select", "last"]) == 0
+                 "--max-steps", "2", "--select", "last", "--lesions", "6"]) == 0
     summary = json.loads((runs / "cv" / "folds.json").read_text())
     assert summary["n_folds"] == 2 and sum(summary["n_images"]) == 474  # every image tested exactly once
+    # each fold was also scored on 6 synthetic lesions in its held-out normal films
+    assert [sum(f["n_lesions"].values()) for f in summary["folds"]] == [6, 6]
+    assert set(summary["lesion_localization"]) == {"0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7"}
+    assert "synthetic lesions" in (runs / "cv" / "folds.md").read_text()
     assert "mean" in summary["mean_auc"] and (runs / "cv" / "fold1" / "report" / "results.md").is_file()
     # the fold is part of the run's configuration, so the fold's run is resumable on its own split
     import yaml

@@ -61,6 +61,9 @@ def _add_fit(sub) -> None:
                    help="K-fold patient-disjoint cross-validation: K runs, each tested on its held-out fold")
     p.add_argument("--fold", type=int, default=None, metavar="F",
                    help="with --folds K: train only the run whose test split is fold F")
+    p.add_argument("--lesions", type=int, default=0, metavar="N",
+                   help="with --folds K on nih: data: score each fold's localization on N synthetic lesions "
+                        "inserted into its held-out normal films")
     p.add_argument("--progress", choices=("rich", "jsonl", "none"), default="rich",
                    help="progress for people (rich), for programs (jsonl on stdout) or none")
 
@@ -77,8 +80,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--report", dest="report_dir", help="write results.md, results.json, roc.png, localization.png here")
     p.add_argument("--device", default="auto")
     p.add_argument("--cam", default="gradcam", help="CAM method for the boxes (gradcam, gradcam++, scorecam, native)")
-    p.add_argument("--box-method", default="scalp", help="box algorithm (scalp, talasila, threshold)")
+    p.add_argument("--box-method", default=None,
+                   help="box algorithm (scalp, talasila, threshold; default: the model's own, else scalp)")
     p.add_argument("--seed", type=int, default=0, help="seed of the source's split (as in training)")
+    p.add_argument("--lesions", type=int, default=0, metavar="N",
+                   help="nih: data only: also score localization on N synthetic lesions inserted into the split's "
+                        "normal films")
 
 
 def _add_export(sub) -> None:
@@ -122,7 +129,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     elif args.folds:
         from cxrviewer.trainer.crossval import cross_validate
 
-        out = cross_validate(config, args.folds, reporter_kind=args.progress)
+        out = cross_validate(config, args.folds, reporter_kind=args.progress, lesions=args.lesions)
         print(f"cross-validation report: {out}")
         return 0
     from cxrviewer.trainer.loop import fit
@@ -153,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             config.labels = args.labels
         loaded, spec = load_model(run_model_file(model))
         result = evaluate(loaded, spec, open_training_source(config), split=args.split, device=args.device,
-                          cam=args.cam, box_method=args.box_method)
+                          cam=args.cam, box_method=args.box_method, lesions=args.lesions)
         result.model, result.data = str(model), config.data
         _write_outputs(result, args, f"{model} on {config.data} ({args.split} split)")
     else:
@@ -165,7 +172,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             model = str(run_model_file(model))
         result = run_evaluation(model, args.data, split=args.split, labels=args.labels or "default8",
                                 json_out=args.json_out, report_dir=args.report_dir, device=args.device, cam=args.cam,
-                                box_method=args.box_method, seed=args.seed, data_options=options)
+                                box_method=args.box_method, seed=args.seed, data_options=options,
+                                lesions=args.lesions)
     summary = result.to_json()
     print(json.dumps({"n_images": summary["n_images"], "mean_auc": summary["mean_auc"],
                       "localization_mean": {t: v["mean"] for t, v in summary["localization"].items()}}, indent=1))

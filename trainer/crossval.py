@@ -6,7 +6,10 @@ same code as `cxrviewer-train evaluate`) with its best model, or with its last o
 `--select last` (on a small validation split the "best" epoch is mostly noise). Each run is an ordinary run folder `NAME/foldF`, resumable
 with `fit --resume NAME/foldF` (the fold is part of its saved configuration). The summary — mean ±
 standard deviation of every AUC and localization accuracy across the folds — goes to
-`NAME/folds.md` and `NAME/folds.json`, each fold's own report to `NAME/foldF/report/`.
+`NAME/folds.md` and `NAME/folds.json`, each fold's own report to `NAME/foldF/report/`. With
+`lesions` > 0 each fold is also scored on that many synthetic lesions inserted into its held-out
+normal films (`cxrviewer.trainer.heldout_lesions`). Boxes come from the model's own box method
+(`spec.extra["box_method"]`) unless one is given.
 SCALP reports 3-fold cross-validation.
 """
 
@@ -20,7 +23,7 @@ from cxrviewer.trainer.config import TrainConfig
 
 
 def cross_validate(config: TrainConfig, k: int, *, reporter_kind: str = "rich", cam: str = "gradcam",
-                   box_method: str = "scalp") -> Path:
+                   box_method: str | None = None, lesions: int = 0) -> Path:
     from cxrviewer.models.factory import load_model
     from cxrviewer.trainer.evaluation import evaluate
     from cxrviewer.trainer.loop import fit, open_training_source
@@ -36,7 +39,7 @@ def cross_validate(config: TrainConfig, k: int, *, reporter_kind: str = "rich", 
         model, spec = load_model(run / f"{config.select}.safetensors")
         source = open_training_source(fold_config)
         result = evaluate(model, spec, source, split="test", device=config.device, cam=cam, box_method=box_method,
-                          batch_size=config.batch_size)
+                          batch_size=config.batch_size, lesions=lesions)
         result.model, result.data = f"{run.name} ({base})", config.data
         write_report(result, run / "report", title=f"{config.method}, fold {fold} of {k} (test split)")
         results.append(result)

@@ -59,6 +59,9 @@ class EvaluationResult:
     data: str = ""
     auc_ci: dict[str, list[float] | None] = field(default_factory=dict)  # bootstrap 95% interval per class
     mean_auc_ci: list[float] | None = None  # bootstrap 95% interval of the mean AUC
+    # on synthetic lesions in the split's normal films (`cxrviewer.trainer.heldout_lesions`; empty if not run)
+    lesion_localization: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_lesions: dict[str, int] = field(default_factory=dict)  # lesions scored, per class
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (None where a value is undefined; no NaN)."""
@@ -66,7 +69,8 @@ class EvaluationResult:
                 "n_boxed_images": self.n_boxed_images, "auc": dict(self.auc), "mean_auc": self.mean_auc,
                 "localization": self.localization, "n_boxes": dict(self.n_boxes), "thresholds": dict(self.thresholds),
                 "operating": self.operating, "roc": self.roc, "auc_ci_95": dict(self.auc_ci),
-                "mean_auc_ci_95": self.mean_auc_ci}
+                "mean_auc_ci_95": self.mean_auc_ci, "lesion_localization": self.lesion_localization,
+                "n_lesions": dict(self.n_lesions)}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> EvaluationResult:
@@ -77,7 +81,9 @@ class EvaluationResult:
                    n_boxes=dict(doc.get("n_boxes", {})), roc=dict(doc.get("roc", {})),
                    thresholds=dict(doc.get("thresholds", {})), operating=dict(doc.get("operating", {})),
                    data=doc.get("data", ""), auc_ci=dict(doc.get("auc_ci_95", {})),
-                   mean_auc_ci=doc.get("mean_auc_ci_95"))
+                   mean_auc_ci=doc.get("mean_auc_ci_95"),
+                   lesion_localization=dict(doc.get("lesion_localization", {})),
+                   n_lesions=dict(doc.get("n_lesions", {})))
 
 
 class _Images:
@@ -157,12 +163,15 @@ def _localize(analyzer: Any, source: DataSource, boxed: Sequence[Record], classe
 
 
 def evaluate(model: Any, spec: Any, source: DataSource, *, split: str = "test", device: str = "auto",
-             cam: str = "gradcam", box_method: str = "scalp",
+             cam: str = "gradcam", box_method: str | None = None,
              thresholds: Sequence[float] | Mapping[str, float] | None = None,
-             batch_size: int = 16, workers: int = 0, progress: Progress | None = None) -> EvaluationResult:
+             batch_size: int = 16, workers: int = 0, progress: Progress | None = None,
+             lesions: int = 0, lesion_seed: int = 0) -> EvaluationResult:
     """AUC per class and localization accuracy of (model, spec) on `split` ("test", "val", "train" or
     "all") of `source` (see the module docstring). `thresholds`: operating points to report
-    sensitivity/specificity at (default: `spec.thresholds`)."""
+    sensitivity/specificity at (default: `spec.thresholds`). `lesions` > 0 (an `nih:` source): also
+    score localization on that many synthetic lesions inserted into the split's normal films
+    (`cxrviewer.trainer.heldout_lesions`)."""
     from cxrviewer.analysis import Analyzer, resolve_device
 
     records = _records_of(source, split)
@@ -192,9 +201,15 @@ def evaluate(model: Any, spec: Any, source: DataSource, *, split: str = "test", 
 
     boxed = [r for r in records if any(b[0] in classes for b in r.boxes)]
     loc_records = []
+    analyzer = Analyzer(model, spec, device=device, cam=cam, box_method=box_method) if boxed or lesions else None
     if boxed:
-        analyzer = Analyzer(model, spec, device=device, cam=cam, box_method=box_method)
         loc_records = _localize(analyzer, source, boxed, classes, progress)
+    lesion_loc, n_lesions = {}, {}
+    if lesions:
+        from cxrviewer.trainer.heldout_lesions import lesion_localization, lesion_source
+
+        lesion_loc, n_lesions = lesion_localization(
+            analyzer, lesion_source(source, records, classes, n_images=lesions, seed=lesion_seed), progress=progress)
     n_boxes: dict[str, int] = {}
     for rec in loc_records:
         n_boxes[rec.class_name] = n_boxes.get(rec.class_name, 0) + 1
@@ -204,14 +219,16 @@ def evaluate(model: Any, spec: Any, source: DataSource, *, split: str = "test", 
                             n_boxes={c: n_boxes[c] for c in classes if c in n_boxes}, roc=roc,
                             thresholds={c: used[c] for c in classes}, operating=operating, data=where,
                             auc_ci={c: None if v is None else [round(v[0], 4), round(v[1], 4)] for c, v in ci.items()},
-                            mean_auc_ci=None if mean_ci is None else [round(mean_ci[0], 4), round(mean_ci[1], 4)])
+                            mean_auc_ci=None if mean_ci is None else [round(mean_ci[0], 4), round(mean_ci[1], 4)],
+                            lesion_localization=lesion_loc, n_lesions=n_lesions)
 
 
 def run_evaluation(model_ref: str | Path | tuple[Any, Any], data: str, *, split: str = "test",
                    labels: str | Sequence[str] = "default8", json_out: str | Path | None = None,
                    report_dir: str | Path | None = None, device: str = "auto", cam: str = "gradcam",
-                   box_method: str = "scalp", seed: int = 0, batch_size: int = 16, workers: int = 0,
-                   data_options: Mapping[str, Any] | None = None, progress: Progress | None = None) -> EvaluationResult:
+                   box_method: str | None = None, seed: int = 0, batch_size: int = 16, workers: int = 0,
+                   data_options: Mapping[str, Any] | None = None, progress: Progress | None = None,
+                   lesions: int = 0) -> EvaluationResult:
     """Open `data` ("KIND:PATH") over `labels` with the split `seed` (and the source kind's
     `data_options`, as in training), load the model (a file path, a registered name or a
     (model, spec) pair), evaluate, and write `json_out` and/or the report folder
@@ -228,7 +245,7 @@ def run_evaluation(model_ref: str | Path | tuple[Any, Any], data: str, *, split:
         model, spec = load_model(model_ref)
         name = str(model_ref)
     result = evaluate(model, spec, source, split=split, device=device, cam=cam, box_method=box_method,
-                      batch_size=batch_size, workers=workers, progress=progress)
+                      batch_size=batch_size, workers=workers, progress=progress, lesions=lesions)
     result.model, result.data = name, data
     if json_out is not None:
         path = Path(json_out)

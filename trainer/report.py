@@ -45,6 +45,16 @@ def _box_classes(result: EvaluationResult) -> list[str]:
     return [c for c in result.classes if c in first] + [c for c in first if c not in result.classes]
 
 
+def _loc_table(localization: dict[str, dict[str, Any]], counts: dict[str, int]) -> list[str]:
+    """Rows T(IoU) x lesion classes (+ Mean) and a row of the lesions scored per class."""
+    first = next(iter(localization.values()), {}).get("per_class", {})
+    classes = list(first)
+    rows = [[f"T(IoU)={key}"] + [_fmt(entry["per_class"].get(c), 2) for c in classes] + [_fmt(entry["mean"], 2)]
+            for key, entry in localization.items()]
+    rows.append(["lesions"] + [str(counts.get(c, DASH)) for c in classes] + [str(sum(counts.values()))])
+    return _table(["T(IoU)", *classes, "Mean"], rows)
+
+
 def _ci(interval) -> str:
     return "–" if not interval else f"{interval[0]:.3f}–{interval[1]:.3f}"
 
@@ -72,6 +82,9 @@ def results_markdown(result: EvaluationResult, title: str) -> str:
         lines += _table(["T(IoU)", *boxed, "Mean"], rows)
     else:
         lines += ["No image of this split carries a box of a scored finding."]
+    if result.lesion_localization:
+        lines += ["", "## Localization on synthetic lesions in this split's normal films", ""]
+        lines += _loc_table(result.lesion_localization, result.n_lesions)
     lines += ["", "## Operating points", ""]
     lines += _table(["", *result.classes], [
         ["threshold"] + [_fmt(result.thresholds.get(c), 3) for c in result.classes],
@@ -162,17 +175,23 @@ def _pm(entry: dict[str, Any], digits: int) -> str:
 def folds_summary(results: Sequence[EvaluationResult]) -> dict[str, Any]:
     """Mean ± std across folds of every AUC and localization accuracy, plus the per-fold values."""
     classes = list(dict.fromkeys(c for r in results for c in r.classes))
-    keys = list(dict.fromkeys(k for r in results for k in r.localization))
-    loc = {}
-    for key in keys:
-        boxed = list(dict.fromkeys(c for r in results for c in r.localization.get(key, {}).get("per_class", {})))
-        loc[key] = {"per_class": {c: _mean_std([r.localization.get(key, {}).get("per_class", {}).get(c)
-                                                for r in results]) for c in boxed},
-                    "mean": _mean_std([r.localization.get(key, {}).get("mean") for r in results])}
     return {"n_folds": len(results), "n_images": [r.n_images for r in results],
             "auc": {c: _mean_std([r.auc.get(c) for r in results]) for c in classes},
-            "mean_auc": _mean_std([r.mean_auc for r in results]), "localization": loc,
+            "mean_auc": _mean_std([r.mean_auc for r in results]),
+            "localization": _loc_summary([r.localization for r in results]),
+            "lesion_localization": _loc_summary([r.lesion_localization for r in results]),
             "folds": [r.to_json() for r in results]}
+
+
+def _loc_summary(per_fold: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Mean ± std across folds of localization accuracies ({T: {"per_class": ..., "mean": ...}})."""
+    loc = {}
+    for key in dict.fromkeys(k for fold in per_fold for k in fold):
+        boxed = list(dict.fromkeys(c for fold in per_fold for c in fold.get(key, {}).get("per_class", {})))
+        loc[key] = {"per_class": {c: _mean_std([fold.get(key, {}).get("per_class", {}).get(c) for fold in per_fold])
+                                  for c in boxed},
+                    "mean": _mean_std([fold.get(key, {}).get("mean") for fold in per_fold])}
+    return loc
 
 
 def write_folds_report(results: Sequence[EvaluationResult], out_dir: str | Path,
@@ -196,6 +215,13 @@ def write_folds_report(results: Sequence[EvaluationResult], out_dir: str | Path,
         lines += _table(["T(IoU)", *boxed, "Mean"], rows)
     else:
         lines += ["No fold's test split carries a box of a scored finding."]
+    lesions = summary["lesion_localization"]
+    if lesions:
+        lines += ["", "## Localization on synthetic lesions in each fold's held-out normal films", ""]
+        classes = list(dict.fromkeys(c for e in lesions.values() for c in e["per_class"]))
+        rows = [[f"T(IoU)={k}"] + [_pm(e["per_class"][c], 2) if c in e["per_class"] else DASH for c in classes]
+                + [_pm(e["mean"], 2)] for k, e in lesions.items()]
+        lines += _table(["T(IoU)", *classes, "Mean"], rows)
     md = out / "folds.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {"md": md, "json": _write_json(summary, out / "folds.json")}

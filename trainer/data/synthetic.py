@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import cv2
@@ -114,15 +114,20 @@ def load_base(path: Path) -> np.ndarray:
     return arr
 
 
-def _bases(root: Path, views: Sequence[str] | None, notes: list[str]) -> list[Record]:
-    """Normal films: `No Finding` rows of an NIH table, or every PNG of a plain folder."""
+def _bases(root: Path, views: Sequence[str] | None, notes: list[str],
+           patients: Collection[str] | None = None) -> list[Record]:
+    """Normal films: `No Finding` rows of an NIH table (of `patients` only, when given), or every
+    PNG of a plain folder."""
     if find_table(root, "Data_Entry_2017") is not None:
         nih = open_nih(root, labels=NIH_FINDINGS)
-        normal = [r for r in nih.records if r.path is not None and not np.any(r.labels)]
+        normal = [r for r in nih.records if r.path is not None and not np.any(r.labels)
+                  and (patients is None or r.patient_id in patients)]
         chosen = [r for r in normal if views is None or r.view in views] or normal
         notes.append(f"{len(chosen)} 'No Finding' films from the NIH table as bases")
         return chosen
     files = sorted({**list_images(root), **{p.name: p for p in root.glob("*.png")}}.items())
+    if patients is not None:
+        files = [(name, path) for name, path in files if Path(name).stem in patients]
     notes.append(f"{len(files)} PNG files as bases (assumed normal films)")
     return [Record(name, path, Path(name).stem, Path(name).stem, "PA") for name, path in files]
 
@@ -137,13 +142,15 @@ def _plan_digest(seed: int, index: int, base: Path, lesions: list[Lesion]) -> st
 def open_synthetic(root: Path, *, labels: Sequence[str], seed: int = 0, n_images: int = 200,
                    negative_fraction: float = 0.5, max_lesions: int = 1, classes: Sequence[str] = SYNTHETIC_CLASSES,
                    views: Sequence[str] | None = ("PA",), cache_dir: str | Path | None = None, cache_size: int = 64,
-                   fractions: Sequence[float] = (0.7, 0.1, 0.2)) -> SyntheticSource:
-    """Build the synthetic-lesion source (see the module docstring)."""
+                   fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                   patients: Collection[str] | None = None) -> SyntheticSource:
+    """Build the synthetic-lesion source (see the module docstring). `patients`: draw base films of
+    these patient IDs only (e.g. a held-out fold's, to score localization on films no model saw)."""
     root = Path(root)
     if not root.is_dir():
         raise MissingFile(root, "the folder of base images for synthetic lesions does not exist")
     notes: list[str] = []
-    bases = _bases(root, views, notes)
+    bases = _bases(root, views, notes, patients)
     if not bases:
         raise MissingFile(root, "the folder holds no normal PNG films to insert lesions into")
     drawable = [c for c in classes if c in labels]
