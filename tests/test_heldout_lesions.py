@@ -11,7 +11,7 @@ from cxrviewer.models import create_model
 from cxrviewer.trainer.data import open_source
 from cxrviewer.trainer.data.lesions import SYNTHETIC_CLASSES
 from cxrviewer.trainer.evaluation import EvaluationResult, evaluate
-from cxrviewer.trainer.heldout_lesions import lesion_source
+from cxrviewer.trainer.heldout_lesions import centre_box_localization, lesion_source
 from cxrviewer.trainer.report import folds_summary, write_folds_report
 from tests.conftest import NIH_SAMPLE
 
@@ -69,3 +69,21 @@ def test_lesions_need_an_nih_source(tmp_path):
     synthetic = open_source(f"synthetic:{NIH_SAMPLE}", labels="default8", n_images=4, seed=1)
     with pytest.raises(CxrError, match="nih"):
         lesion_source(synthetic, synthetic.records, list(synthetic.label_names), n_images=4)
+
+
+def test_the_centre_box_reference_is_a_fixed_box(fold0):
+    test = [r for r in fold0.records if r.split == "test"]
+    lesions = lesion_source(fold0, test, list(fold0.label_names), n_images=30, seed=5)
+    reference = centre_box_localization(lesions)
+    assert set(reference) == {format(t, "g") for t in IOU_THRESHOLDS}
+    assert reference["0.7"]["mean"] <= reference["0.1"]["mean"] <= 1.0
+    # the per-class accuracies at T(IoU)=0.1 recount the hits of the middle-half box
+    from cxrviewer.metrics import iou
+
+    hits = sum(iou((c / 4, r / 4, 3 * c / 4, 3 * r / 4), tuple(rec.boxes[0][1:])) > 0.1
+               for rec in lesions.records for r, c in [lesions.load_image(rec).pixels.shape[:2]])
+    per_class = reference["0.1"]["per_class"]
+    counts = {}
+    for rec in lesions.records:
+        counts[rec.boxes[0][0]] = counts.get(rec.boxes[0][0], 0) + 1
+    assert sum(per_class[c] * n for c, n in counts.items()) == pytest.approx(hits)

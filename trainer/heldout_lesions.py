@@ -61,3 +61,15 @@ def lesion_localization(analyzer: Any, lesions: DataSource, *,
     for rec in scored:
         counts[rec.class_name] = counts.get(rec.class_name, 0) + 1
     return localization_accuracy(scored, IOU_THRESHOLDS), counts
+
+
+def centre_box_localization(lesions: DataSource) -> dict[str, dict[str, Any]]:
+    """The reference a model's boxes must beat: localization accuracy of one fixed box, the middle
+    half of the film (a quarter of its area), for every lesion of `lesions`."""
+    truth, predicted = [], {}
+    for record in lesions.records:
+        rows, cols = lesions.load_image(record).pixels.shape[:2]
+        for name, *box in record.boxes:
+            truth.append((record.image_id, name, tuple(box)))
+            predicted[(record.image_id, name)] = (cols / 4, rows / 4, 3 * cols / 4, 3 * rows / 4)
+    return localization_accuracy(localization_records(truth, predicted), IOU_THRESHOLDS)
