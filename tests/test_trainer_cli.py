@@ -76,6 +76,21 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
     again = evaluate(model, spec, source, split="test", device="cpu")
     reported = json.loads((runs / "cv" / "fold1" / "report" / "results.json").read_text())
     assert reported["mean_auc"] == pytest.approx(again.mean_auc, abs=1e-6)
+    # the finished fold runs reopen for a model card: every image held out once; pooled AUC over all
+    import numpy as np
+
+    from cxrviewer.errors import CxrError
+    from cxrviewer.trainer.crossval import fold_models, pooled_auc
+    from cxrviewer.trainer.evaluation import predict
+
+    folds = list(fold_models([runs / "cv" / "fold0", runs / "cv" / "fold1"], "last"))
+    assert sum(len(f.test) for f in folds) == 474 and folds[1].config["fold"] == 1
+    y = np.concatenate([np.stack([r.labels for r in f.test]) for f in folds])
+    p = np.concatenate([predict(f.model, f.spec, f.source, f.test) for f in folds])
+    pooled = pooled_auc(y, p, list(folds[0].spec.targets))
+    assert pooled["n_images"] == 474 and 0 <= pooled["mean_auc"] <= 1 and len(pooled["mean_auc_ci"]) == 2
+    with pytest.raises(CxrError, match="another run's test split"):
+        list(fold_models([runs / "cv" / "fold1", runs / "cv" / "fold1"]))
 
 
 def test_methods_lists_every_method_with_defaults(capsys):
