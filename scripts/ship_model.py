@@ -142,7 +142,8 @@ def _card(name: str, spec, config: dict, which: str, half: bool, *, result=None,
                   "image, drawn into the normal films of each fold's held-out patients), the fold model's Grad-CAM "
                   f"box by `{spec.extra.get('box_method', 'scalp')}` for the lesion's finding; a hit when IoU > "
                   "T(IoU). Mean ± std over folds of the accuracy over the lesion classes, next to a fixed box "
-                  "(the middle half of the film) as the reference a useful box must beat:", "",
+                  "(the middle half of the film) as the reference a useful box must beat (the lesion plans depend "
+                  "on the seed only, so the fixed box scores the same on every fold):", "",
                   "| T(IoU) | " + " | ".join(cv["localization"]) + " |",
                   "|---|" + "---|" * len(cv["localization"]),
                   "| model | " + " | ".join(f"{v['mean']:.2f} ± {v['std']:.2f}" for v in cv["localization"].values()) + " |",
