@@ -41,7 +41,10 @@ def test_a_shipped_model_reproduces_its_recorded_predictions(name):
     assert spec.name == name and tuple(spec.targets) == tuple(DEFAULT_TARGETS)
     assert len(spec.thresholds) == len(spec.targets) and all(0 < t < 1 for t in spec.thresholds)
     assert spec.method and spec.training and spec.metrics
-    assert (REGISTRY.parent / f"{name}.md").is_file()
+    card = (REGISTRY.parent / f"{name}.md").read_text(encoding="utf-8")
+    for section in ("## Reproduce", "## Localization", "## Limits", "bootstrap 95% interval", "operating threshold"):
+        assert section in card, f"{name}.md lacks '{section}'"
+    assert "cxrviewer-train fit" in card and "not a medical device" in card
     reference = json.loads((REGISTRY.parent / f"{name}.reference.json").read_text())
     assert reference["sha256"] == entry["sha256"] and len(reference["probabilities"]) == 2
     with torch.inference_mode():
