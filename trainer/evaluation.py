@@ -148,7 +148,7 @@ def _thresholds(spec: Any, thresholds: Sequence[float] | Mapping[str, float] | N
 
 
 def _localize(analyzer: Any, source: DataSource, boxed: Sequence[Record], classes: Sequence[str],
-              progress: Progress | None) -> list:
+              progress: Progress | None, stage: str = "localize") -> list:
     """Localization records (image, class, ground truth, predicted box or None) of the boxed images."""
     truth, predicted = [], {}
     for done, record in enumerate(boxed, 1):
@@ -158,7 +158,7 @@ def _localize(analyzer: Any, source: DataSource, boxed: Sequence[Record], classe
             predicted[(record.image_id, finding.name)] = finding.boxes[0].as_tuple() if finding.boxes else None
         truth.extend((record.image_id, b[0], tuple(b[1:])) for b in record.boxes if b[0] in classes)
         if progress is not None:
-            progress("localize", done, len(boxed))
+            progress(stage, done, len(boxed))
     return localization_records(truth, predicted)
 
 

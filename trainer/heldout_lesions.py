@@ -45,18 +45,11 @@ def lesion_source(source: DataSource, records: Sequence[Record], classes: Sequen
 def lesion_localization(analyzer: Any, lesions: DataSource, *,
                         progress: Progress | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
     """(localization accuracy by T(IoU), lesions scored per class) of `analyzer` on every image of
-    `lesions` (see `lesion_source`)."""
-    truth, predicted = [], {}
-    records = list(lesions.records)
-    for done, record in enumerate(records, 1):
-        wanted = list(dict.fromkeys(b[0] for b in record.boxes))
-        result = analyzer.analyze(lesions.load_image(record), classes=wanted)
-        for finding in result.findings:
-            predicted[(record.image_id, finding.name)] = finding.boxes[0].as_tuple() if finding.boxes else None
-        truth.extend((record.image_id, b[0], tuple(b[1:])) for b in record.boxes)
-        if progress is not None:
-            progress("lesions", done, len(records))
-    scored = localization_records(truth, predicted)
+    `lesions` (see `lesion_source`), scored as `evaluate` scores a split's own boxes."""
+    from cxrviewer.trainer.evaluation import _localize
+
+    classes = list(dict.fromkeys(b[0] for r in lesions.records for b in r.boxes))
+    scored = _localize(analyzer, lesions, list(lesions.records), classes, progress, stage="lesions")
     counts: dict[str, int] = {}
     for rec in scored:
         counts[rec.class_name] = counts.get(rec.class_name, 0) + 1

@@ -45,13 +45,17 @@ def _box_classes(result: EvaluationResult) -> list[str]:
     return [c for c in result.classes if c in first] + [c for c in first if c not in result.classes]
 
 
-def _loc_table(localization: dict[str, dict[str, Any]], counts: dict[str, int]) -> list[str]:
-    """Rows T(IoU) x lesion classes (+ Mean) and a row of the lesions scored per class."""
-    first = next(iter(localization.values()), {}).get("per_class", {})
-    classes = list(first)
-    rows = [[f"T(IoU)={key}"] + [_fmt(entry["per_class"].get(c), 2) for c in classes] + [_fmt(entry["mean"], 2)]
+def _loc_table(localization: dict[str, dict[str, Any]], cell, classes: Sequence[str] | None = None,
+               counts: tuple[str, dict[str, int]] | None = None) -> list[str]:
+    """Rows T(IoU) x classes (+ Mean), each value formatted by `cell`; `classes` default to every
+    class named at any T; `counts` = (label, per-class counts) adds a row of the boxes scored."""
+    if classes is None:
+        classes = list(dict.fromkeys(c for e in localization.values() for c in e["per_class"]))
+    rows = [[f"T(IoU)={key}"] + [cell(entry["per_class"].get(c)) for c in classes] + [cell(entry["mean"])]
             for key, entry in localization.items()]
-    rows.append(["lesions"] + [str(counts.get(c, DASH)) for c in classes] + [str(sum(counts.values()))])
+    if counts is not None:
+        label, n = counts
+        rows.append([label] + [str(n.get(c, DASH)) for c in classes] + [str(sum(n.values()))])
     return _table(["T(IoU)", *classes, "Mean"], rows)
 
 
@@ -73,18 +77,12 @@ def results_markdown(result: EvaluationResult, title: str) -> str:
     lines += ["", "## Localization accuracy (a hit when IoU > T(IoU))", ""]
     boxed = _box_classes(result)
     if boxed:
-        rows = []
-        for key, entry in result.localization.items():
-            rows.append([f"T(IoU)={key}"] + [_fmt(entry["per_class"].get(c), 2) for c in boxed]
-                        + [_fmt(entry["mean"], 2)])
-        rows.append(["boxes"] + [str(result.n_boxes.get(c, DASH)) for c in boxed]
-                    + [str(sum(result.n_boxes.values()))])
-        lines += _table(["T(IoU)", *boxed, "Mean"], rows)
+        lines += _loc_table(result.localization, lambda v: _fmt(v, 2), boxed, ("boxes", result.n_boxes))
     else:
         lines += ["No image of this split carries a box of a scored finding."]
     if result.lesion_localization:
         lines += ["", "## Localization on synthetic lesions in this split's normal films", ""]
-        lines += _loc_table(result.lesion_localization, result.n_lesions)
+        lines += _loc_table(result.lesion_localization, lambda v: _fmt(v, 2), counts=("lesions", result.n_lesions))
     lines += ["", "## Operating points", ""]
     lines += _table(["", *result.classes], [
         ["threshold"] + [_fmt(result.thresholds.get(c), 3) for c in result.classes],
@@ -208,20 +206,16 @@ def write_folds_report(results: Sequence[EvaluationResult], out_dir: str | Path,
              "", "## Classification (ROC AUC)", ""]
     lines += _table([*classes, "Mean"], [[_pm(summary["auc"][c], 3) for c in classes] + [_pm(summary["mean_auc"], 3)]])
     lines += ["", "## Localization accuracy (a hit when IoU > T(IoU))", ""]
-    boxed = list(dict.fromkeys(c for e in summary["localization"].values() for c in e["per_class"]))
-    if boxed:
-        rows = [[f"T(IoU)={k}"] + [_pm(e["per_class"][c], 2) if c in e["per_class"] else DASH for c in boxed]
-                + [_pm(e["mean"], 2)] for k, e in summary["localization"].items()]
-        lines += _table(["T(IoU)", *boxed, "Mean"], rows)
+    def folds_cell(entry):
+        return DASH if entry is None else _pm(entry, 2)
+
+    if any(e["per_class"] for e in summary["localization"].values()):
+        lines += _loc_table(summary["localization"], folds_cell)
     else:
         lines += ["No fold's test split carries a box of a scored finding."]
-    lesions = summary["lesion_localization"]
-    if lesions:
+    if summary["lesion_localization"]:
         lines += ["", "## Localization on synthetic lesions in each fold's held-out normal films", ""]
-        classes = list(dict.fromkeys(c for e in lesions.values() for c in e["per_class"]))
-        rows = [[f"T(IoU)={k}"] + [_pm(e["per_class"][c], 2) if c in e["per_class"] else DASH for c in classes]
-                + [_pm(e["mean"], 2)] for k, e in lesions.items()]
-        lines += _table(["T(IoU)", *classes, "Mean"], rows)
+        lines += _loc_table(summary["lesion_localization"], folds_cell)
     md = out / "folds.md"
     md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {"md": md, "json": _write_json(summary, out / "folds.json")}
