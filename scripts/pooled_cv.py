@@ -1,6 +1,7 @@
 """Pooled out-of-fold AUC of a cross-validated recipe, with bootstrap 95% intervals.
 
     python scripts/pooled_cv.py RUN_FOLD0 RUN_FOLD1 RUN_FOLD2 [--which last] [--json OUT]
+    python scripts/pooled_cv.py A_FOLD0 A_FOLD1 A_FOLD2 --against B_FOLD0 B_FOLD1 B_FOLD2
 
 Each run folder is one fold of `cxrviewer-train fit --folds K` (its config names the fold). Every
 run's model (`last` or `best`) scores its own held-out fold; the scores of all folds are pooled,
@@ -9,6 +10,11 @@ per-finding AUC and its percentile-bootstrap interval (`cxrviewer.metrics.bootst
 computed over all of them. This is the estimate a model card quotes for a model then trained on
 all the data with the same recipe. (Pooling assumes the folds' models score on one scale; the
 mean ± std over folds in `folds.md` does not.)
+
+With `--against`, a second recipe's fold runs (on the same folds) are pooled too and the two are
+compared on the same images: the mean-AUC difference (first minus second) with a paired bootstrap
+95% interval (`cxrviewer.metrics.paired_bootstrap_mean_auc_difference`), which is how two recipes
+whose separate intervals overlap are told apart, or shown to be tied.
 """
 
 from __future__ import annotations
@@ -21,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 
-def out_of_fold(runs: list[Path], which: str = "last") -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(findings, labels [N, K], scores [N, K]) over the runs' test splits, pooled."""
+def out_of_fold(runs: list[Path], which: str = "last") -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(findings, labels [N, K], scores [N, K], image ids [N]) over the runs' test splits, pooled."""
     from cxrviewer.trainer.crossval import fold_models
     from cxrviewer.trainer.evaluation import predict
 
-    labels, scores, classes = [], [], None
+    labels, scores, ids, classes = [], [], [], None
     for fold in fold_models(runs, which):
         names = [c for c in fold.spec.targets if c in fold.source.label_names]
         if classes is not None and names != classes:
@@ -35,7 +41,26 @@ def out_of_fold(runs: list[Path], which: str = "last") -> tuple[list[str], np.nd
         probs = predict(fold.model, fold.spec, fold.source, fold.test, device="cpu", batch_size=32)
         labels.append(np.stack([r.labels for r in fold.test])[:, [fold.source.label_names.index(c) for c in classes]])
         scores.append(probs[:, [fold.spec.targets.index(c) for c in classes]])
-    return classes or [], np.concatenate(labels), np.concatenate(scores)
+        ids.extend(r.image_id for r in fold.test)
+    return classes or [], np.concatenate(labels), np.concatenate(scores), ids
+
+
+def compare(first: tuple, second: tuple) -> dict:
+    """The paired comparison of two out_of_fold() results, aligned by image id."""
+    from cxrviewer.metrics import paired_bootstrap_mean_auc_difference
+
+    classes, y_true, score_a, ids_a = first
+    classes_b, y_true_b, score_b, ids_b = second
+    if classes_b != classes or sorted(ids_a) != sorted(ids_b):
+        raise SystemExit("the two recipes were not scored on the same images and findings (different folds or data)")
+    order = {image_id: k for k, image_id in enumerate(ids_b)}
+    take = [order[image_id] for image_id in ids_a]
+    if not np.array_equal(np.nan_to_num(y_true_b[take], nan=-1), np.nan_to_num(y_true, nan=-1)):
+        raise SystemExit("the two recipes' labels of the same images differ")
+    result = paired_bootstrap_mean_auc_difference(y_true, score_a, score_b[take], classes)
+    if result["ci"] is not None:
+        result["ci"] = [round(v, 4) for v in result["ci"]]
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,10 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="the fold runs of one recipe")
     parser.add_argument("--which", default="last", choices=("last", "best"))
+    parser.add_argument("--against", nargs="+", type=Path, default=[],
+                        help="another recipe's fold runs: compare the two on the same images")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
-    classes, y_true, y_score = out_of_fold(args.runs, args.which)
+    first = out_of_fold(args.runs, args.which)
+    classes, y_true, y_score, _ = first
     doc = {"runs": [str(r) for r in args.runs], "which": args.which, **pooled_auc(y_true, y_score, classes)}
+    if args.against:
+        second = out_of_fold(args.against, args.which)
+        doc["against"] = {"runs": [str(r) for r in args.against], **pooled_auc(second[1], second[2], classes)}
+        doc["difference"] = compare(first, second)
     text = json.dumps(doc, indent=1)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")

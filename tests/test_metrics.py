@@ -182,3 +182,29 @@ def test_bootstrap_intervals_contain_the_auc_and_narrow_with_more_images():
     y3 = np.concatenate([y2[:40, :1], np.zeros((40, 1))], axis=1)
     per_class3, mean3 = bootstrap_auc_ci(y3, s2[:40], ["a", "none"], n_boot=200)
     assert per_class3["none"] is None and per_class3["a"] is not None and mean3 == pytest.approx(per_class3["a"])
+
+
+def test_paired_bootstrap_tells_a_better_scorer_from_a_tie():
+    from cxrviewer.metrics import paired_bootstrap_mean_auc_difference, roc_auc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, (300, 2)).astype(float)
+    noise = rng.normal(0, 1.0, (300, 2))
+    good, weak = y + noise, 0.3 * y + noise  # the same noise: the paired interval is narrow
+    result = paired_bootstrap_mean_auc_difference(y, good, weak, ["a", "b"], n_boot=300)
+    expected = np.mean([roc_auc(y[:, j], good[:, j]) - roc_auc(y[:, j], weak[:, j]) for j in range(2)])
+    assert result["difference"] == pytest.approx(expected) and result["difference"] > 0
+    assert 0 < result["ci"][0] < result["difference"] < result["ci"][1] and result["p_a_better"] == 1.0
+    same = paired_bootstrap_mean_auc_difference(y, good, good.copy(), ["a", "b"], n_boot=50)
+    assert same["difference"] == 0 and same["ci"] == (0, 0) and same["p_a_better"] == 0
+    # two scorers of equal skill on independent noise: the interval straddles zero
+    other = y + rng.normal(0, 1.0, (300, 2))
+    tie = paired_bootstrap_mean_auc_difference(y, good, other, ["a", "b"], n_boot=300)
+    assert tie["ci"][0] < 0 < tie["ci"][1]
+    # a class with one label value is left out of both means
+    y1 = y.copy()
+    y1[:, 1] = 0
+    assert paired_bootstrap_mean_auc_difference(y1, good, weak, ["a", "b"], n_boot=20)["difference"] == \
+        pytest.approx(roc_auc(y[:, 0], good[:, 0]) - roc_auc(y[:, 0], weak[:, 0]))
+    with pytest.raises(ValueError, match="two"):
+        paired_bootstrap_mean_auc_difference(y, good, weak[:10], ["a", "b"])

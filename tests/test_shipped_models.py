@@ -52,3 +52,20 @@ def test_a_shipped_model_reproduces_its_recorded_predictions(name):
             x = spec.preprocess(load_image(resource("samples", *Path(rel).parts)))
             got = torch.sigmoid(model(x).float())[0].numpy()
             np.testing.assert_allclose(got, expected, atol=1e-3, rtol=0)
+
+
+def test_storage_drift_reports_each_storage_of_the_default(capsys):
+    """scripts/storage_drift.py: the shipped default is stored in fp16, so rounding it to fp16 again
+    changes nothing, while int8 rounding changes its probabilities."""
+    import importlib.util
+    import re
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("storage_drift", REPO / "scripts" / "storage_drift.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main([str(resource("models/default.safetensors"))]) == 0
+    rows = dict(re.findall(r"^\s+(\S+)\s+.*change (\S+)", capsys.readouterr().out, re.M))
+    assert set(rows) == {"fp16", "int8-channel", "int8-kernel"}
+    assert float(rows["fp16"]) == 0 and float(rows["int8-channel"]) > 0

@@ -10,7 +10,7 @@ import pytest
 from cxrviewer.models import load_model
 from cxrviewer.models.registry import installed_models
 from cxrviewer.trainer.cli import main
-from tests.conftest import NIH_SAMPLE
+from tests.conftest import NIH_SAMPLE, REPO
 
 needs_sample = pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/data/nih-sample is not present")
 
@@ -91,6 +91,17 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
     assert pooled["n_images"] == 474 and 0 <= pooled["mean_auc"] <= 1 and len(pooled["mean_auc_ci"]) == 2
     with pytest.raises(CxrError, match="another run's test split"):
         list(fold_models([runs / "cv" / "fold1", runs / "cv" / "fold1"]))
+    # scripts/pooled_cv.py: the same pooled figures; a recipe compared with itself differs by exactly 0
+    import importlib.util
+
+    spec_ = importlib.util.spec_from_file_location("pooled_cv", REPO / "scripts" / "pooled_cv.py")
+    pooled_cv = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(pooled_cv)
+    fold_runs = [str(runs / "cv" / "fold0"), str(runs / "cv" / "fold1")]
+    assert pooled_cv.main([*fold_runs, "--against", *fold_runs[::-1], "--json", str(tmp_path / "cv.json")]) == 0
+    doc = json.loads((tmp_path / "cv.json").read_text())
+    assert doc["mean_auc"] == pytest.approx(pooled["mean_auc"]) and doc["against"]["mean_auc"] == doc["mean_auc"]
+    assert doc["difference"]["difference"] == 0 and doc["difference"]["ci"] == [0, 0]
 
 
 def test_methods_lists_every_method_with_defaults(capsys):
