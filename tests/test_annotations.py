@@ -255,6 +255,21 @@ def test_an_edit_on_a_stale_version_is_a_conflict_and_writes_nothing(store):
     assert [h.annotator for h in store.history(box_id)] == ["", "dr.b", "dr.a", "dr.b"]
 
 
+def test_the_same_proposal_is_stored_once(store):
+    first = store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="densenet", model_sha256="cafe")
+    assert store.propose_box(IMG, "Mass", (10.3, 10, 50, 49.8), model_name="densenet", model_sha256="cafe") == first
+    store.accept_box(first, "dr.a")  # whatever became of it, proposing it again finds it
+    assert store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="densenet", model_sha256="cafe") == first
+    others = {store.propose_box(IMG, "Mass", (11, 10, 50, 50), model_name="densenet", model_sha256="cafe"),
+              store.propose_box(IMG, "Nodule", (10, 10, 50, 50), model_name="densenet", model_sha256="cafe"),
+              store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="densenet", model_sha256="beef"),
+              store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="other", model_sha256="cafe")}
+    assert first not in others and len(others) == 4
+    assert len(store.current_boxes(IMG)) == 5
+    # a box an annotator drew is never a proposal, even where a model proposed the same
+    assert store.add_box(IMG, "Mass", (10, 10, 50, 50), "dr.a") != first
+
+
 def test_relabel_appends_a_version_with_the_new_finding(store):
     box_id = store.propose_box(IMG, "Mass", (10, 10, 50, 50), model_name="densenet")
     rec = store.relabel_box(box_id, " Infiltrate ", "dr.a", note="not a mass", expected_version=1)

@@ -135,6 +135,23 @@ def test_a_model_box_another_viewer_touched_first_is_a_conflict_not_a_second_cop
     assert len(editor.store.current_boxes(KEY)) == 1  # one stored copy of the model's box: dr.b's
 
 
+def test_two_viewers_touching_one_model_box_at_once_store_one_copy(editor, tmp_path, monkeypatch):
+    """The race the test above cannot hit: both viewers still see the box as untouched when they
+    write. The store records one proposal; the second viewer's edit then conflicts with the first's."""
+    with AnnotationStore.open(tmp_path / "reads.cxra") as other:
+        rival = BoxEditor(other, "dr.b")
+        rival.open_image(editor.image)
+        rival.set_proposals(list(editor._proposals))
+        stale = rival.box("proposal:0")
+        box_id = editor.accept("proposal:0")  # dr.a wins by a millisecond
+        monkeypatch.setattr(rival, "box", lambda _id: stale)  # dr.b's view predates dr.a's write
+        with pytest.raises(EditConflict, match="dr.a") as err:
+            rival.move("proposal:0", (0.0, 0.0, 10.0, 10.0))
+        assert err.value.current.box_id == box_id
+    assert [(b.box_id, b.status) for b in editor.store.current_boxes(KEY)] == [(box_id, "accepted")]
+    assert len(editor.store.history(box_id)) == 2
+
+
 def test_an_images_history_lists_every_version_of_every_box_in_order(editor):
     moved = editor.move("proposal:0", (12.0, 20.0, 112.0, 230.0))
     added = editor.add("Mass", (1.0, 2.0, 30.0, 40.0))

@@ -133,6 +133,11 @@ def _empty_spot(viewer, width: float, height: float) -> tuple[float, float]:
     raise AssertionError("no free place for the drag")
 
 
+def _room(low: float, high: float, size: int, step: float) -> float:
+    """A shift of a box edge pair [low, high] by `step` that stays in [0, size]: forward, back, or 0."""
+    return step if high + step <= size else -step if low - step >= 0 else 0.0
+
+
 def _wait_radiomics(viewer, computations: int) -> None:
     viewer.qtbot.waitUntil(lambda: viewer.radiomics.computations >= computations
                            and not viewer.radiomics.running, timeout=60000)
@@ -163,13 +168,15 @@ def test_dragging_a_box_commits_one_correction_and_recomputes_radiomics_once(vie
     viewer.radiomics.started.connect(lambda: busy_shown.append(viewer.panel.busy.isVisibleTo(viewer.panel)))
 
     rows, cols = viewer.document.image.shape[:2]
-    want = (40 if cx < cols / 2 else -40, 25 if cy < rows / 2 else -25)  # towards the middle: room to move
+    # towards the side with room (the tiny model's box can span the whole width: then it cannot move across)
+    want = (_room(x0, x1, cols, 40), _room(y0, y1, rows, 25))
+    assert want != (0, 0)
     viewer.drag((cx, cy), (cx + want[0], cy + want[1]))
     viewer.qtbot.waitUntil(lambda: viewer.boxes.selected() is not None and viewer.boxes.selected().stored)
     assert viewer.canvas.view.viewRange() == range_before  # the drag moved the box, not the view
     moved = viewer.boxes.selected()
     dx, dy = moved.box[0] - x0, moved.box[1] - y0
-    assert abs(dx - want[0]) <= 3 and abs(dy - want[1]) <= 3
+    assert abs(dx - want[0]) <= 3 and abs(dy - want[1]) <= 3, (moved.box, (x0, y0, x1, y1), want)
     assert moved.box[2] - moved.box[0] == pytest.approx(x1 - x0)  # a move keeps the size
     with _other_store(viewer) as store:
         history = store.history(moved.box_id)

@@ -24,10 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cxrviewer.annotations.records import BoxRecord, Coords, EditConflict
-from cxrviewer.annotations.store import AnnotationStore
+from cxrviewer.annotations.store import SAME_PROPOSAL_PX, AnnotationStore
 
 MODEL, CLINICIAN = "model", "clinician"
-_SAME_BOX_PX = 0.5  # a stored original within this of a proposal is that proposal
 
 
 @dataclass(frozen=True)
@@ -180,6 +179,8 @@ class BoxEditor:
             p = self._proposals[int(box_id.split(":", 1)[1])]
             new_id = self.store.propose_box(image.key, p.finding, p.box, p.model_name, p.model_sha256)
             before = self.store.box(new_id)
+            if before.version > 1:  # another viewer recorded and edited this proposal since it was shown
+                raise EditConflict(self.store.path, before.box_id, 1, before)
         else:
             before = shown.record
         after = write(before, before.version if shown.record is None or seen is None else seen)
@@ -272,4 +273,4 @@ def _same_proposal(record: BoxRecord, proposal: ModelBox) -> bool:
         return False
     if proposal.model_sha256 and record.model_sha256 and record.model_sha256 != proposal.model_sha256:
         return False
-    return all(abs(a - b) <= _SAME_BOX_PX for a, b in zip(record.orig, proposal.box))
+    return all(abs(a - b) <= SAME_PROPOSAL_PX for a, b in zip(record.orig, proposal.box))

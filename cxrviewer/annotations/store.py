@@ -40,6 +40,7 @@ from cxrviewer.annotations.records import (
 )
 from cxrviewer.annotations.schema import BadAnnotation
 
+SAME_PROPOSAL_PX = 0.5  # a stored proposal whose original box is within this (pixels) is the same proposal
 _BOX_COLUMNS = ("box_id, version, image_key, finding, x0, y0, x1, y1, orig_x0, orig_y0, orig_x1, orig_y1, "
                 "status, annotator, created_at, model_name, model_sha256, note")
 _CURRENT_BOXES = ("SELECT b." + _BOX_COLUMNS.replace(", ", ", b.") + " FROM boxes b JOIN (SELECT box_id, "
@@ -105,6 +106,16 @@ class AnnotationStore(StoreBase):
         with self._write() as conn:
             image = self._require_image(conn, image_key)
             coords = check_box(box, self.path, image.rows, image.cols)
+            if status == "proposed":  # the same proposal twice (two viewers touching one model box) is one box
+                row = conn.execute(
+                    "SELECT box_id FROM boxes WHERE image_key = ? AND version = 1 AND status = 'proposed' "
+                    "AND finding = ? AND model_name = ? AND model_sha256 = ? AND abs(orig_x0 - ?) <= ? "
+                    "AND abs(orig_y0 - ?) <= ? AND abs(orig_x1 - ?) <= ? AND abs(orig_y1 - ?) <= ? "
+                    "ORDER BY rowid LIMIT 1",
+                    (image_key, finding, model_name, model_sha256,
+                     *(v for c in coords for v in (c, SAME_PROPOSAL_PX)))).fetchone()
+                if row is not None:
+                    return row[0]
             box_id = uuid.uuid4().hex
             orig = coords if status == "proposed" else None
             self._append(conn, BoxRecord(box_id, 1, image_key, finding, coords, status, orig, annotator,
@@ -114,7 +125,13 @@ class AnnotationStore(StoreBase):
     # -- boxes -------------------------------------------------------------------------------
     def propose_box(self, image_key: str, finding: str, box: Coords, model_name: str = "",
                     model_sha256: str = "", note: str = "") -> str:
-        """Record a model's proposal (status `proposed`, orig = the box); returns the new box id."""
+        """Record a model's proposal (status `proposed`, orig = the box); returns its box id.
+
+        A proposal already stored for the image (same finding, model name and sha256, original box
+        within `SAME_PROPOSAL_PX`) is not stored again: its id is returned, whatever became of it
+        since. The check and the insert share one write transaction, so two viewers touching the
+        same model box at once record one proposal, and their edits of it then conflict as usual.
+        """
         return self._new_box(image_key, finding, box, "proposed", "", note, model_name, model_sha256)
 
     def accept_box(self, box_id: str, annotator: str, note: str = "", *,
