@@ -14,7 +14,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 import torch
-from PySide6.QtCore import QThread, Qt
+from PySide6.QtCore import QPoint, QThread, Qt
 from PySide6.QtTest import QTest
 
 from cxrviewer.analysis import Analyzer
@@ -112,6 +112,42 @@ def test_a_folder_becomes_a_sorted_worklist_with_its_unreadable_file(qtbot, anal
     with qtbot.waitSignal(panel.failed, timeout=5000) as refused:
         assert panel.export_csv(tmp_path / "out") is None  # a folder
     assert refused.args[0].startswith("out: the worklist cannot be written") and panel.status.text() == refused.args[0]
+
+
+def test_a_header_click_sorts_the_worklist_and_the_rows_follow(qtbot, analyzer, studies, tmp_path):
+    panel = _panel(qtbot, analyzer)
+    panel.show()
+    with qtbot.waitSignal(panel.finished, timeout=60000):
+        assert panel.start(studies)
+    header = panel.table.horizontalHeader()
+    assert (header.sortIndicatorSection(), header.sortIndicatorOrder()) == (3, Qt.SortOrder.DescendingOrder)
+    qtbot.waitExposed(panel)
+
+    def click_header(column: int) -> None:
+        QTest.mouseClick(header.viewport(), Qt.MouseButton.LeftButton,
+                         pos=QPoint(header.sectionViewportPosition(column) + 5, header.height() // 2))
+
+    click_header(3)  # already most probable first: the other way
+    probabilities = [float(t) for t in _texts(panel, 3)[:-1]]
+    assert probabilities == sorted(probabilities) and header.sortIndicatorOrder() == Qt.SortOrder.AscendingOrder
+    assert _texts(panel, 0)[-1] == "junk.dcm"  # unreadable files stay last
+    click_header(4)  # a count sorts as a number, largest first
+    counts = [int(t) for t in _texts(panel, 4)[:-1]]
+    assert counts == sorted(counts, reverse=True) and _texts(panel, 0)[-1] == "junk.dcm"
+    click_header(0)
+    assert _texts(panel, 0)[:-1] == sorted(_texts(panel, 0)[:-1], key=str.lower)
+    click_header(5)  # by the error: the unreadable file comes first
+    assert _texts(panel, 0)[0] == "junk.dcm"
+    # rows follow the order shown: what a double-click opens, what the CSV lists
+    assert [r.path.name for r in panel.rows] == _texts(panel, 0)
+    panel.sort_by(3, descending=True)
+    with qtbot.waitSignal(panel.image_activated, timeout=5000) as activated:
+        panel._on_double_click(0, 0)
+    assert activated.args == [panel.rows[0].path] and panel.rows[0].top_probability == max(
+        r.top_probability for r in panel.rows if r.ok)
+    out = panel.export_csv(tmp_path / "sorted.csv")
+    with open(out, newline="", encoding="utf-8") as f:
+        assert [t["path"] for t in csv.DictReader(f)] == [str(r.path) for r in panel.rows]
 
 
 def test_cancel_stops_after_the_current_batch(qtbot, analyzer):

@@ -21,8 +21,10 @@ Signals:
 
 Methods: `start(source) -> bool` (False while a run is going), `cancel()`, `export_csv(path)` (through
 `triage.write_csv`; None and the sentence in the status line if it cannot be written),
-`wait(ms) -> bool`, `running`. Columns: file, patient, top finding, its probability, number of
-positive findings (their names in the tooltip), error.
+`wait(ms) -> bool`, `running`, `sort_by(column, descending=None)`. Columns: file, patient, top
+finding, its probability, number of positive findings (their names in the tooltip), error. A click
+on a column's header sorts the worklist by it (again: the other way); numbers sort as numbers and
+unreadable files stay last. `rows` is always in the order shown (double-click and CSV export follow it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QThread, Qt, Signal
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QTableWidget,
@@ -45,6 +47,11 @@ from cxrviewer.triage import TriageRow, triage, write_csv
 
 Source = str | Path | Iterable[str | Path]
 COLUMNS = ("File", "Patient", "Top finding", "Probability", "Positives", "Error")
+# the sort key of each column; the first click on a numeric column puts the largest first
+_SORT_KEYS: tuple[Callable[[TriageRow], Any], ...] = (
+    lambda r: r.path.name.lower(), lambda r: r.patient_id, lambda r: r.top_finding.lower(),
+    lambda r: r.top_probability or 0.0, lambda r: len(r.positives), lambda r: r.error or "")
+_FIRST_DESCENDING = (False, False, False, True, True, False)
 
 
 class _TriageThread(QThread):
@@ -129,6 +136,10 @@ class TriagePanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(self._on_double_click)
+        header = self.table.horizontalHeader()
+        header.setSectionsClickable(True)
+        header.sectionClicked.connect(self.sort_by)
+        self._sorted: tuple[int, bool] = (3, True)  # as triage() returns them: most suspicious first
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
@@ -187,6 +198,7 @@ class TriagePanel(QWidget):
         rows, targets, cancelled = result
         self._thread = None
         self.rows, self.targets = rows, targets
+        self._sorted = (3, True)
         self._fill_table()
         bad = sum(not r.ok for r in rows)
         scored = len(rows) - bad
@@ -205,7 +217,30 @@ class TriagePanel(QWidget):
         self.failed.emit(sentence)
 
     # --- the worklist ------------------------------------------------------------------------
+    def sort_by(self, column: int, descending: bool | None = None) -> None:
+        """Sort the worklist by a column (`descending` None: the other way if it is already sorted
+        by it, else largest-first for numbers and A-Z for text); unreadable files stay last."""
+        if not 0 <= column < len(COLUMNS):
+            return
+        if descending is None:
+            current, was_descending = self._sorted
+            descending = not was_descending if current == column else _FIRST_DESCENDING[column]
+        key = _SORT_KEYS[column]
+        ok = sorted((r for r in self.rows if r.ok), key=lambda r: (key(r), str(r.path)), reverse=descending)
+        bad = sorted((r for r in self.rows if not r.ok), key=lambda r: str(r.path))
+        if column == 5:  # sorting by the error: the unreadable files are what the user asked for
+            bad.sort(key=lambda r: (r.error or "", str(r.path)), reverse=descending)
+            self.rows = bad + ok
+        else:
+            self.rows = ok + bad
+        self._sorted = (column, descending)
+        self._fill_table()
+
     def _fill_table(self) -> None:
+        column, descending = self._sorted
+        self.table.horizontalHeader().setSortIndicatorShown(True)
+        self.table.horizontalHeader().setSortIndicator(
+            column, Qt.SortOrder.DescendingOrder if descending else Qt.SortOrder.AscendingOrder)
         self.table.setRowCount(len(self.rows))
         for i, row in enumerate(self.rows):
             probability = "" if row.top_probability is None else f"{row.top_probability:.3f}"
