@@ -245,6 +245,19 @@ def test_draw_mode_adds_a_box_of_the_selected_finding(viewer):
     assert rec.status == "added" and rec.finding == finding and rec.annotator == "tester"
     assert abs(rec.box[0] - spot[0]) <= 3 and abs(rec.box[2] - rec.box[0] - 100) <= 4
     assert viewer.boxes.selected_id == added.box_id
+    # one box per B: the next drag pans the view; with Shift held at the release the mode stays on
+    changes = []
+    viewer.layer.draw_mode_changed.connect(changes.append)
+    assert not viewer.layer.draw_mode
+    viewer.layer.set_draw_mode(True)
+    spot = _empty_spot(viewer, 60, 50)
+    from unittest import mock
+
+    with mock.patch("cxrviewer.gui.box_items.QApplication.keyboardModifiers",
+                    return_value=Qt.KeyboardModifier.ShiftModifier):
+        viewer.drag(spot, (spot[0] + 60, spot[1] + 50))
+    viewer.qtbot.waitUntil(lambda: sum(i.box.status == "added" for i in viewer.layer.items()) == 2)
+    assert viewer.layer.draw_mode and changes == [True]
 
 
 def test_accept_reject_relabel_delete_and_the_context_menu_go_to_the_store(viewer, qtbot):

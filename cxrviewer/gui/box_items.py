@@ -1,7 +1,7 @@
 """`BoxLayer`: the annotation boxes of the open image drawn on the canvas as editable rectangles.
 
     layer = BoxLayer(canvas.view, boxes, analysis)
-    layer.set_draw_mode(True)         # key B: a left-drag on the image draws a box of the selected finding
+    layer.set_draw_mode(True)         # key B: a left-drag on the image draws one box of the selected finding
     layer.accept_selected()           # key A;  reject_selected(): X;  delete_selected(): Del / Backspace
 
 The layer shows the boxes of the selected finding (`show_all_findings` for every finding) in image
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtWidgets import QMenu
+from PySide6.QtWidgets import QApplication, QMenu
 
 from cxrviewer.gui import box_draw
 from cxrviewer.gui.analysis_model import AnalysisModel
@@ -57,7 +57,8 @@ class BoxLayer(QObject):
 
     # --- options ----------------------------------------------------------------------------
     def set_draw_mode(self, on: bool) -> None:
-        """In draw mode a left-drag on the image draws a new box (key B toggles it); Escape leaves it."""
+        """In draw mode a left-drag on the image draws a new box (key B toggles it); the mode ends
+        with the box (unless Shift is held when the button is released) or with Escape."""
         on = bool(on)
         if on != self.draw_mode:
             self.draw_mode = on
@@ -199,6 +200,9 @@ class BoxLayer(QObject):
             self.boxes.error.emit("Select a finding before drawing a box.")
             return
         self.boxes.add(finding, coords)
+        # one box per B, as annotation tools do; Shift held at the release keeps drawing
+        if not QApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self.set_draw_mode(False)
 
     # --- context menu and keys ----------------------------------------------------------------
     def context_menu(self, box_id: str) -> QMenu:
