@@ -260,6 +260,36 @@ def test_draw_mode_adds_a_box_of_the_selected_finding(viewer):
     assert viewer.layer.draw_mode and changes == [True]
 
 
+def test_labels_of_boxes_sharing_a_corner_stack_instead_of_overlapping(viewer):
+    from PySide6.QtCore import QPointF
+
+    from cxrviewer.gui import box_draw
+
+    finding = viewer.analysis.selected
+    x, y = _empty_spot(viewer, 120, 100)
+    a = viewer.boxes.add(finding, (x, y, x + 120, y + 100))
+    b = viewer.boxes.add(finding, (x, y, x + 60, y + 50))  # same corner, smaller box
+    viewer.qtbot.waitUntil(lambda: viewer.layer.item(a) is not None and viewer.layer.item(b) is not None)
+
+    def label(item):
+        views = viewer.canvas.view.scene().views()
+        corner = views[0].mapFromScene(viewer.canvas.view.mapViewToScene(item.rect.topLeft()))
+        return box_draw.label_rect(QPointF(corner), item.text, item.label_slot)
+
+    def labels_apart():
+        rects = [label(i) for i in viewer.layer.items()]
+        return not any(r.intersects(o) for k, r in enumerate(rects) for o in rects[k + 1:])
+
+    first, second = viewer.layer.item(a), viewer.layer.item(b)
+    assert {first.label_slot, second.label_slot} == {0, 1} and labels_apart()
+    # the bounding rect covers the stacked label, so it is repainted with the box
+    stacked = first if first.label_slot else second
+    assert stacked.boundingRect().top() < stacked.rect.top() - 2 * box_draw.label_size(stacked.text)[1] * stacked._pixel()[1]
+    viewer.canvas.zoom(0.5)  # further out: boxes closer on screen, labels still apart
+    QApplication.processEvents()
+    assert labels_apart()
+
+
 def test_accept_reject_relabel_delete_and_the_context_menu_go_to_the_store(viewer, qtbot):
     first = viewer.layer.items()[0]
     viewer.click(*first.rect.center().toTuple(), button=Qt.MouseButton.RightButton)

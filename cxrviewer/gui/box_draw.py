@@ -137,8 +137,22 @@ def label_size(text: str) -> tuple[float, float]:
     return metrics.horizontalAdvance(text) + 10.0, metrics.height() + 4.0
 
 
-def paint_box(painter: QPainter, rect: QRectF, style: BoxStyle, text: str, selected: bool, hovered: bool) -> None:
-    """Draw the box outline (item coordinates), then its label and handles in screen pixels."""
+def label_rect(top_left: QPointF, text: str, slot: int = 0) -> QRectF:
+    """Where a box's label goes in screen pixels, given the box's top-left corner on screen: above
+    the box (inside it when there is no room above), `slot` label heights further out, so that the
+    labels of boxes sharing a corner stack instead of overlapping (`BoxLayer` assigns the slots)."""
+    width, height = label_size(text)
+    step = height + 1.0
+    y = top_left.y() - height - LABEL_GAP_PX - slot * step
+    if top_left.y() - height - LABEL_GAP_PX < 0:  # no room above (image top edge in view): inside the box
+        y = top_left.y() + LABEL_GAP_PX + slot * step
+    return QRectF(top_left.x() - 1.0, y, width, height)
+
+
+def paint_box(painter: QPainter, rect: QRectF, style: BoxStyle, text: str, selected: bool, hovered: bool,
+              slot: int = 0) -> None:
+    """Draw the box outline (item coordinates), then its label (in label slot `slot`) and handles
+    in screen pixels."""
     painter.setPen(box_pen(style, selected, hovered))
     painter.setBrush(fill_brush(style, selected, hovered))
     painter.drawRect(rect)
@@ -148,7 +162,7 @@ def paint_box(painter: QPainter, rect: QRectF, style: BoxStyle, text: str, selec
     painter.save()
     painter.resetTransform()
     painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-    _paint_label(painter, top_left, style, text, selected)
+    _paint_label(painter, label_rect(top_left, text, slot), style, text, selected)
     if selected:
         painter.setPen(QPen(QColor(20, 20, 20), 1.0))
         painter.setBrush(QBrush(QColor(250, 250, 250)))
@@ -158,12 +172,8 @@ def paint_box(painter: QPainter, rect: QRectF, style: BoxStyle, text: str, selec
     painter.restore()
 
 
-def _paint_label(painter: QPainter, top_left: QPointF, style: BoxStyle, text: str, selected: bool) -> None:
-    width, height = label_size(text)
-    y = top_left.y() - height - LABEL_GAP_PX
-    if y < 0:  # no room above (image top edge in view): inside the box
-        y = top_left.y() + LABEL_GAP_PX
-    x = top_left.x() - 1.0
+def _paint_label(painter: QPainter, where: QRectF, style: BoxStyle, text: str, selected: bool) -> None:
+    x, y, width, height = where.x(), where.y(), where.width(), where.height()
     back = QColor(15, 18, 22, 215 if selected else 185)
     painter.setPen(Qt.PenStyle.NoPen)
     painter.setBrush(back)

@@ -49,6 +49,7 @@ class BoxItem(pg.GraphicsObject):
         self.selected = False
         self.hovered = False
         self.dragging = False
+        self.label_slot = 0  # label heights away from the box, so labels of boxes sharing a corner stack
         self._handle: str | None = None
         self._start = QRectF(self.rect)
         self.setAcceptHoverEvents(True)
@@ -66,7 +67,8 @@ class BoxItem(pg.GraphicsObject):
         px, py = self._pixel()
         label_w, label_h = box_draw.label_size(self.text)
         pad = box_draw.HANDLE_PX + 2.0
-        r = self.rect.adjusted(-pad * px, -(label_h + box_draw.LABEL_GAP_PX + 2.0) * py, pad * px, pad * py)
+        above = label_h + box_draw.LABEL_GAP_PX + 2.0 + self.label_slot * (label_h + 1.0)
+        r = self.rect.adjusted(-pad * px, -above * py, pad * px, pad * py)
         return r.united(QRectF(r.left(), r.top(), (label_w + pad) * px, r.height()))
 
     def shape(self) -> QPainterPath:
@@ -91,7 +93,13 @@ class BoxItem(pg.GraphicsObject):
         self.update()
 
     def paint(self, painter: QPainter, *args) -> None:
-        box_draw.paint_box(painter, self.rect, self.style, self.text, self.selected, self.hovered)
+        box_draw.paint_box(painter, self.rect, self.style, self.text, self.selected, self.hovered, self.label_slot)
+
+    def set_label_slot(self, slot: int) -> None:
+        if slot != self.label_slot:
+            self.prepareGeometryChange()
+            self.label_slot = slot
+            self.update()
 
     # --- mouse ------------------------------------------------------------------------------
     def handle_at(self, pos: QPointF) -> str | None:

@@ -48,6 +48,7 @@ class BoxLayer(QObject):
         self._pending = False  # boxes changed during a drag: rebuild when it ends
         self.overlay = DrawOverlay(self)
         view.addItem(self.overlay, ignoreBounds=True)
+        view.sigTransformChanged.connect(self._place_labels)  # label overlaps depend on the zoom
         boxes.boxes_changed.connect(self._on_boxes_changed)
         boxes.selection_changed.connect(self.restyle)
         analysis.selection_changed.connect(self._on_finding)
@@ -112,6 +113,26 @@ class BoxLayer(QObject):
             item.set_selected(shown.box_id == selected)
             self.view.addItem(item, ignoreBounds=True)
             self._items.append(item)
+        self._place_labels()
+
+    def _place_labels(self, *_args) -> None:
+        """Give each box the first label slot whose label overlaps no earlier box's label on screen
+        (boxes sharing a corner, e.g. two findings' boxes from one heatmap, stack their labels)."""
+        scene = self.view.scene()
+        views = scene.views() if scene is not None else []
+        if not views or self._drag is not None:
+            return
+        placed: list[QRectF] = []
+        for item in self._items:
+            corner = views[0].mapFromScene(self.view.mapViewToScene(item.rect.topLeft()))
+            slot = 0
+            while slot < 8:
+                where = box_draw.label_rect(QPointF(corner), item.text, slot)
+                if not any(where.intersects(other) for other in placed):
+                    break
+                slot += 1
+            placed.append(box_draw.label_rect(QPointF(corner), item.text, slot))
+            item.set_label_slot(slot)
 
     def restyle(self) -> None:
         """Mark the selected box (thicker, handles, on top)."""
