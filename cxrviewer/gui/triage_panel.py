@@ -219,7 +219,8 @@ class TriagePanel(QWidget):
     # --- the worklist ------------------------------------------------------------------------
     def sort_by(self, column: int, descending: bool | None = None) -> None:
         """Sort the worklist by a column (`descending` None: the other way if it is already sorted
-        by it, else largest-first for numbers and A-Z for text); unreadable files stay last."""
+        by it, else largest-first for numbers and A-Z for text); unreadable files stay last, except
+        when sorting by the error column, which puts them first."""
         if not 0 <= column < len(COLUMNS):
             return
         if descending is None:
