@@ -45,18 +45,20 @@ def out_of_fold(runs: list[Path], which: str = "last") -> tuple[list[str], np.nd
     return classes or [], np.concatenate(labels), np.concatenate(scores), ids
 
 
-def compare(first: tuple, second: tuple) -> dict:
-    """The paired comparison of two out_of_fold() results, aligned by image id."""
+def compare(first: tuple, second: tuple, where: str = "--against") -> dict:
+    """The paired comparison of two out_of_fold() results, aligned by image id (`where` names the
+    second recipe's runs in an error)."""
     from cxrviewer.metrics import paired_bootstrap_mean_auc_difference
 
     classes, y_true, score_a, ids_a = first
     classes_b, y_true_b, score_b, ids_b = second
     if classes_b != classes or sorted(ids_a) != sorted(ids_b):
-        raise SystemExit("the two recipes were not scored on the same images and findings (different folds or data)")
+        raise SystemExit(f"{where}: these runs did not score the same images and findings as the first "
+                         "recipe's (other folds or other data).")
     order = {image_id: k for k, image_id in enumerate(ids_b)}
     take = [order[image_id] for image_id in ids_a]
     if not np.array_equal(np.nan_to_num(y_true_b[take], nan=-1), np.nan_to_num(y_true, nan=-1)):
-        raise SystemExit("the two recipes' labels of the same images differ")
+        raise SystemExit(f"{where}: these runs' labels of the same images differ from the first recipe's.")
     result = paired_bootstrap_mean_auc_difference(y_true, score_a, score_b[take], classes)
     if result["ci"] is not None:
         result["ci"] = [round(v, 4) for v in result["ci"]]
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.against:
         second = out_of_fold(args.against, args.which)
         doc["against"] = {"runs": [str(r) for r in args.against], **pooled_auc(second[1], second[2], classes)}
-        doc["difference"] = compare(first, second)
+        doc["difference"] = compare(first, second, where=" ".join(map(str, args.against)))
     text = json.dumps(doc, indent=1)
     if args.json:
         args.json.write_text(text + "\n", encoding="utf-8")

@@ -108,3 +108,23 @@ def test_methods_lists_every_method_with_defaults(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "baseline" in out and "defaults:" in out
+
+
+def test_pooled_cv_refuses_to_compare_recipes_scored_on_different_images():
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("pooled_cv", REPO / "scripts" / "pooled_cv.py")
+    pooled_cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pooled_cv)
+    y = np.array([[1.0], [0.0], [1.0], [0.0]])
+    first = (["Mass"], y, np.array([[0.9], [0.1], [0.6], [0.4]]), ["a", "b", "c", "d"])
+    shuffled = (["Mass"], y[[2, 3, 0, 1]], np.array([[0.7], [0.2], [0.8], [0.3]]), ["c", "d", "a", "b"])
+    assert pooled_cv.compare(first, shuffled)["difference"] == 0  # aligned by image id: both rank perfectly
+    other = (["Mass"], y, first[2], ["a", "b", "c", "e"])
+    with pytest.raises(SystemExit, match=r"^runs/b: these runs did not score the same images"):
+        pooled_cv.compare(first, other, where="runs/b")
+    relabelled = (["Mass"], 1 - y, first[2], first[3])
+    with pytest.raises(SystemExit, match="labels of the same images differ"):
+        pooled_cv.compare(first, relabelled, where="runs/b")
