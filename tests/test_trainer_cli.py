@@ -48,7 +48,7 @@ def test_fit_evaluate_export_install(tmp_path, monkeypatch, capsys):
 
 
 @needs_sample
-def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
+def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path, capsys):
     runs = tmp_path / "runs"
     assert main(["fit", "--data", f"nih:{NIH_SAMPLE}", "--method", "baseline", *TINY, "--output", str(runs),
                  "--name", "cv", "--folds", "2", "--max-train-images", "24", "--max-val-images", "16",
@@ -102,6 +102,15 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path):
     doc = json.loads((tmp_path / "cv.json").read_text())
     assert doc["mean_auc"] == pytest.approx(pooled["mean_auc"]) and doc["against"]["mean_auc"] == doc["mean_auc"]
     assert doc["difference"]["difference"] == 0 and doc["difference"]["ci"] == [0, 0]
+    # scripts/reference_baselines.py --fuse: the runs' held-out folds are this split's; fused with the metadata
+    spec_ = importlib.util.spec_from_file_location("reference_baselines", REPO / "scripts" / "reference_baselines.py")
+    references = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(references)
+    assert references.main(["--data", f"nih:{NIH_SAMPLE}", "--folds", "2", "--fuse", *fold_runs]) == 0
+    out = capsys.readouterr().out
+    assert "network + metadata (rank average): mean AUC per fold" in out and "fused minus network" in out
+    with pytest.raises(SystemExit, match="fold1: its held-out images are not one fold of this split"):
+        references.main(["--data", f"nih:{NIH_SAMPLE}", "--folds", "3", "--fuse", fold_runs[1]])
 
 
 def test_methods_lists_every_method_with_defaults(capsys):
