@@ -99,19 +99,21 @@ def bootstrap_auc_ci(y_true: np.ndarray, y_score: np.ndarray, names: Sequence[st
             auc = roc_auc(t[idx, j], s[idx, j])
             if auc is not None:
                 values[b, j] = auc
-    alpha = (1.0 - level) / 2.0
-
-    def interval(column: np.ndarray) -> tuple[float, float] | None:
-        column = column[~np.isnan(column)]
-        if column.size < n_boot / 2:
-            return None
-        lo, hi = np.quantile(column, [alpha, 1.0 - alpha])
-        return float(lo), float(hi)
-
     defined = [j for j in range(k) if roc_auc(t[:, j], s[:, j]) is not None]
-    per_class = {name: interval(values[:, j]) for j, name in enumerate(names)}
+    per_class = {name: _percentile_interval(values[:, j], n_boot, level) for j, name in enumerate(names)}
     means = values[:, defined].mean(axis=1) if defined else np.full(n_boot, np.nan)
-    return per_class, interval(means)
+    return per_class, _percentile_interval(means, n_boot, level)
+
+
+def _percentile_interval(values: np.ndarray, n_boot: int, level: float) -> tuple[float, float] | None:
+    """The central `level` percentile interval of bootstrap values (NaN = a resample that did not
+    define the value); None when fewer than half of the `n_boot` resamples define it."""
+    values = values[~np.isnan(values)]
+    if values.size < n_boot / 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
 
 
 def paired_bootstrap_mean_auc_difference(y_true: np.ndarray, score_a: np.ndarray, score_b: np.ndarray,
@@ -133,25 +135,22 @@ def paired_bootstrap_mean_auc_difference(y_true: np.ndarray, score_a: np.ndarray
     if not defined:
         return {"difference": None, "ci": None, "p_a_better": None}
 
-    def mean_difference(idx: np.ndarray) -> float | None:
+    def mean_difference(idx: np.ndarray) -> float:
+        """NaN when the resample leaves a class with one label value."""
         diffs = []
         for j in defined:
             auc_a, auc_b = roc_auc(t[idx, j], a[idx, j]), roc_auc(t[idx, j], b[idx, j])
             if auc_a is None or auc_b is None:
-                return None
+                return float("nan")
             diffs.append(auc_a - auc_b)
         return float(np.mean(diffs))
 
     rng = np.random.default_rng(seed)
     n = len(t)
-    values = np.array([v for v in (mean_difference(rng.integers(0, n, n)) for _ in range(n_boot)) if v is not None])
-    alpha = (1.0 - level) / 2.0
-    ci = None
-    if values.size >= n_boot / 2:
-        lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-        ci = (float(lo), float(hi))
-    return {"difference": mean_difference(np.arange(n)), "ci": ci,
-            "p_a_better": float(np.mean(values > 0)) if values.size else None}
+    values = np.array([mean_difference(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=np.float64)
+    defined_values = values[~np.isnan(values)]
+    return {"difference": mean_difference(np.arange(n)), "ci": _percentile_interval(values, n_boot, level),
+            "p_a_better": float(np.mean(defined_values > 0)) if defined_values.size else None}
 
 
 # ------------------------------------------------------------------------------------------- IoU
