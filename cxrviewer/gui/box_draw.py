@@ -18,6 +18,7 @@ from cxrviewer.annotations.editing import MODEL, ShownBox
 HANDLE_PX = 8.0  # side of a drawn handle, screen pixels
 GRAB_PX = 7.0  # how far from a handle's centre a press still grabs it, screen pixels
 LABEL_GAP_PX = 3.0
+LABEL_STACK_GAP_PX = 1.0  # between the stacked labels of boxes sharing a corner
 
 #: handle name -> (x factor, y factor) of its position on the box (0 = left/top, 1 = right/bottom)
 HANDLES: dict[str, tuple[float, float]] = {
@@ -142,7 +143,7 @@ def label_rect(top_left: QPointF, text: str, slot: int = 0) -> QRectF:
     the box (inside it when there is no room above), `slot` label heights further out, so that the
     labels of boxes sharing a corner stack instead of overlapping (`BoxLayer` assigns the slots)."""
     width, height = label_size(text)
-    step = height + 1.0
+    step = height + LABEL_STACK_GAP_PX
     y = top_left.y() - height - LABEL_GAP_PX - slot * step
     if top_left.y() - height - LABEL_GAP_PX < 0:  # no room above (image top edge in view): inside the box
         y = top_left.y() + LABEL_GAP_PX + slot * step

@@ -67,7 +67,7 @@ class BoxItem(pg.GraphicsObject):
         px, py = self._pixel()
         label_w, label_h = box_draw.label_size(self.text)
         pad = box_draw.HANDLE_PX + 2.0
-        above = label_h + box_draw.LABEL_GAP_PX + 2.0 + self.label_slot * (label_h + 1.0)
+        above = label_h + box_draw.LABEL_GAP_PX + 2.0 + self.label_slot * (label_h + box_draw.LABEL_STACK_GAP_PX)
         r = self.rect.adjusted(-pad * px, -above * py, pad * px, pad * py)
         return r.united(QRectF(r.left(), r.top(), (label_w + pad) * px, r.height()))
 

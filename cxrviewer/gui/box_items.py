@@ -124,14 +124,12 @@ class BoxLayer(QObject):
             return
         placed: list[QRectF] = []
         for item in self._items:
-            corner = views[0].mapFromScene(self.view.mapViewToScene(item.rect.topLeft()))
-            slot = 0
-            while slot < 8:
-                where = box_draw.label_rect(QPointF(corner), item.text, slot)
-                if not any(where.intersects(other) for other in placed):
-                    break
+            corner = QPointF(views[0].mapFromScene(self.view.mapViewToScene(item.rect.topLeft())))
+            slot, where = 0, box_draw.label_rect(corner, item.text, 0)
+            while slot < 8 and any(where.intersects(other) for other in placed):
                 slot += 1
-            placed.append(box_draw.label_rect(QPointF(corner), item.text, slot))
+                where = box_draw.label_rect(corner, item.text, slot)
+            placed.append(where)
             item.set_label_slot(slot)
 
     def restyle(self) -> None:
