@@ -47,11 +47,11 @@ from cxrviewer.triage import TriageRow, triage, write_csv
 
 Source = str | Path | Iterable[str | Path]
 COLUMNS = ("File", "Patient", "Top finding", "Probability", "Positives", "Error")
-# the sort key of each column; the first click on a numeric column puts the largest first
-_SORT_KEYS: tuple[Callable[[TriageRow], Any], ...] = (
-    lambda r: r.path.name.lower(), lambda r: r.patient_id, lambda r: r.top_finding.lower(),
-    lambda r: r.top_probability or 0.0, lambda r: len(r.positives), lambda r: r.error or "")
-_FIRST_DESCENDING = (False, False, False, True, True, False)
+# per column: its sort key, and whether the first click sorts descending (numbers: largest first)
+_SORTS: tuple[tuple[Callable[[TriageRow], Any], bool], ...] = (
+    (lambda r: r.path.name.lower(), False), (lambda r: r.patient_id, False), (lambda r: r.top_finding.lower(), False),
+    (lambda r: r.top_probability or 0.0, True), (lambda r: len(r.positives), True), (lambda r: r.error or "", False))
+_TRIAGE_ORDER = (3, True)  # (column, descending) of the rows as triage() returns them: most suspicious first
 
 
 class _TriageThread(QThread):
@@ -139,7 +139,7 @@ class TriagePanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionsClickable(True)
         header.sectionClicked.connect(self.sort_by)
-        self._sorted: tuple[int, bool] = (3, True)  # as triage() returns them: most suspicious first
+        self._sorted: tuple[int, bool] = _TRIAGE_ORDER
         layout = QVBoxLayout(self)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
@@ -198,7 +198,7 @@ class TriagePanel(QWidget):
         rows, targets, cancelled = result
         self._thread = None
         self.rows, self.targets = rows, targets
-        self._sorted = (3, True)
+        self._sorted = _TRIAGE_ORDER
         self._fill_table()
         bad = sum(not r.ok for r in rows)
         scored = len(rows) - bad
@@ -225,8 +225,8 @@ class TriagePanel(QWidget):
             return
         if descending is None:
             current, was_descending = self._sorted
-            descending = not was_descending if current == column else _FIRST_DESCENDING[column]
-        key = _SORT_KEYS[column]
+            descending = not was_descending if current == column else _SORTS[column][1]
+        key = _SORTS[column][0]
         ok = sorted((r for r in self.rows if r.ok), key=lambda r: (key(r), str(r.path)), reverse=descending)
         bad = sorted((r for r in self.rows if not r.ok), key=lambda r: str(r.path))
         if column == 5:  # sorting by the error: the unreadable files are what the user asked for
