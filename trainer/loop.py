@@ -160,6 +160,9 @@ class _Fit:
         self.model, self.spec = create_model(config.architecture or self.method.architecture,
                                              targets=self.source.label_names, input_size=(s, s),
                                              arch_kwargs=self.method.arch_kwargs())
+        from cxrviewer.models.init import initialise
+
+        self.init = initialise(self.model, self.spec.architecture, config.init)  # resume overwrites the weights
         self.run_dir = resume or new_run_dir(config)
         self.state = load_state(self.run_dir) if resume else None
         cache_folder = None if config.cache == "none" else (
@@ -186,7 +189,7 @@ class _Fit:
         self.spec.training = {"data": self.config.data, "labels": self.config.labels, "method": self.config.method,
                               "run": self.run_dir.name, "seed": self.config.seed,
                               "train_images": int(len(self.train_idx)), "val_images": int(len(self.val_idx)),
-                              "corrections": self.config.corrections or ""}
+                              "corrections": self.config.corrections or "", "init": self.init}
         self.spec.metrics = metrics
         for name in which:
             save_model(self.model, self.spec, self.run_dir / f"{name}.safetensors")

