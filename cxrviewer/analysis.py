@@ -11,6 +11,7 @@ whatever the preprocessing did (`cxrviewer.models.preprocess.Geometry`).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,7 @@ class AnalysisResult:
     geometry: Any = None  # cxrviewer.models.preprocess.Geometry
     cam_method: str = ""
     timings: dict[str, float] = field(default_factory=dict)
+    inputs: dict[str, str] = field(default_factory=dict)  # the metadata the model was given ("missing" where absent)
 
     def finding(self, name: str) -> FindingResult:
         return next(f for f in self.findings if f.name == name)
@@ -72,6 +74,7 @@ class AnalysisResult:
             "file": self.file,
             "width": self.width,
             "height": self.height,
+            **({"inputs": dict(self.inputs)} if self.inputs else {}),
             "findings": [
                 {"name": f.name, "probability": round(f.probability, 6), "threshold": f.threshold,
                  "positive": f.positive,
@@ -150,8 +153,17 @@ def analyze_image(analyzer: Analyzer, image: ImageData, *, radiomics: bool = Fal
     t0 = time.perf_counter()
     names = list(classes or spec.targets)
     indices = [spec.targets.index(n) for n in names]
-    cams, logits = compute_cams(analyzer.model, spec, x, method=analyzer.cam, classes=indices, progress=progress,
-                                amp=analyzer.amp, return_logits=True)
+    inputs: dict[str, str] = {}
+    context = contextlib.nullcontext()
+    if spec.inputs:  # age, sex, view from the file's tags (DICOM PatientAge/PatientSex/ViewPosition); missing: masked
+        from cxrviewer.models.metadata import describe, values_of_image
+
+        values = values_of_image(image)
+        inputs = describe(values, spec.inputs)
+        context = analyzer.model.metadata_context(torch.from_numpy(spec.metadata_vector(values)))
+    with context:
+        cams, logits = compute_cams(analyzer.model, spec, x, method=analyzer.cam, classes=indices,
+                                    progress=progress, amp=analyzer.amp, return_logits=True)
     probabilities = torch.sigmoid(torch.as_tensor(logits, dtype=torch.float32))[0].numpy()
     timings["model_and_cams_s"] = time.perf_counter() - t0
 
@@ -172,7 +184,7 @@ def analyze_image(analyzer: Analyzer, image: ImageData, *, radiomics: bool = Fal
         add_radiomics(image, findings)
         timings["radiomics_s"] = time.perf_counter() - t0
     return AnalysisResult(file=str(image.path), width=image.shape[1], height=image.shape[0], findings=findings,
-                          cams=cams[0], geometry=geometry, cam_method=analyzer.cam, timings=timings)
+                          cams=cams[0], geometry=geometry, cam_method=analyzer.cam, timings=timings, inputs=inputs)
 
 
 def add_radiomics(image: ImageData, findings: list[FindingResult]) -> None:

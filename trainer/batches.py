@@ -9,6 +9,9 @@ data-loading workers. `collate` groups the items by role: `batch["query"]["image
 Augmentations work on the cached 8-bit picture and move the boxes with it:
 - "none": the picture as is (evaluation, CIA-Net's aligned inputs);
 - "light": small random affine (rotation ±7°, scale 0.95-1.05, shift ±4%) and ±10% contrast/brightness;
+- "crop": a random crop of the picture enlarged by 288/256 (the input-size crop of a 12.5% larger
+  resize, anywhere within it) and ±10% contrast/brightness: the fine-tuning recipe of the pretrained
+  EfficientNet-Lite models;
 - "strong": the two-view contrastive recipe adapted to grey radiographs (SimCLR/MoCo v2/BYOL use
   colour jitter and greyscale, meaningless here): random resized crop (area 0.5-1, aspect 3/4-4/3),
   rotation ±10°, ±25% contrast/brightness, Gaussian blur with p=0.5. No horizontal flip: it would
@@ -32,7 +35,8 @@ if TYPE_CHECKING:
     from cxrviewer.models.spec import ModelSpec
     from cxrviewer.trainer.image_cache import ImageCache
 
-AUGMENTATIONS = ("none", "light", "strong")
+AUGMENTATIONS = ("none", "light", "crop", "strong")
+CROP_ZOOM = 288 / 256  # "crop": the resize the crop is taken from, relative to the input size
 ERRORS = "__errors__"  # the collated batch's key when an image could not be read
 
 
@@ -55,6 +59,10 @@ def _affine(rng: np.random.Generator, size: tuple[int, int], aug: str) -> np.nda
         matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
         matrix[:, 2] += (tx, ty)
         return matrix
+    if aug == "crop":
+        margin_x, margin_y = (CROP_ZOOM - 1) * w / 2, (CROP_ZOOM - 1) * h / 2
+        tx, ty = rng.uniform(-margin_x, margin_x), rng.uniform(-margin_y, margin_y)
+        return np.array([[CROP_ZOOM, 0, -margin_x + tx], [0, CROP_ZOOM, -margin_y + ty]])
     # strong: random resized crop, then rotation about the centre
     for _ in range(10):
         area = rng.uniform(0.5, 1.0) * h * w
@@ -100,7 +108,7 @@ def augment(picture: np.ndarray, boxes: np.ndarray, aug: str, seed: int) -> tupl
                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     out = out.astype(np.float32) / np.float32(255.0)
     if aug != "none":
-        spread = 0.10 if aug == "light" else 0.25
+        spread = 0.25 if aug == "strong" else 0.10
         contrast, brightness = rng.uniform(1 - spread, 1 + spread), rng.uniform(-spread, spread) / 2
         out = np.clip((out - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0)
         if aug == "strong" and rng.random() < 0.5:
@@ -116,8 +124,9 @@ class PlannedImages(torch.utils.data.Dataset):
     """Dataset indexed by `Item`: the augmented, normalised image, its labels and boxes (input pixels)."""
 
     def __init__(self, cache: "ImageCache", spec: "ModelSpec", labels: np.ndarray, boxes: BoxLookup,
-                 class_index: dict[str, int]) -> None:
+                 class_index: dict[str, int], metadata: np.ndarray | None = None) -> None:
         self.cache = cache
+        self.metadata = metadata  # [N, D] encoded model inputs (cxrviewer.models.metadata), or None
         self.spec = spec
         self.labels = np.asarray(labels, dtype=np.float32)
         self.boxes = boxes
@@ -147,8 +156,11 @@ class PlannedImages(torch.utils.data.Dataset):
         picture, boxes = augment(picture, self.input_boxes(item.index, geometry), item.aug, item.seed)
         stacked = np.repeat(picture[None], self.spec.in_channels, axis=0)
         image = (stacked - self.mean) / self.std
-        return {"group": item.group, "index": item.index, "image": torch.from_numpy(np.ascontiguousarray(image)),
-                "labels": torch.from_numpy(self.labels[item.index]), "boxes": torch.from_numpy(boxes)}
+        sample = {"group": item.group, "index": item.index, "image": torch.from_numpy(np.ascontiguousarray(image)),
+                  "labels": torch.from_numpy(self.labels[item.index]), "boxes": torch.from_numpy(boxes)}
+        if self.metadata is not None:
+            sample["metadata"] = torch.from_numpy(self.metadata[item.index])
+        return sample
 
 
 def collate(samples: list[dict]) -> dict[str, dict]:
@@ -167,6 +179,8 @@ def collate(samples: list[dict]) -> dict[str, dict]:
             "index": torch.tensor([s["index"] for s in items], dtype=torch.long),
             "boxes": [s["boxes"] for s in items],
         }
+        if "metadata" in items[0]:
+            out[group]["metadata"] = torch.stack([s["metadata"] for s in items])
     return out
 
 
@@ -186,6 +200,8 @@ def to_device(batch: dict[str, dict], device: torch.device, channels_last: bool)
         out[group] = {**part, "image": image, "labels": part["labels"].to(device, non_blocking=True),
                       "index": part["index"].to(device, non_blocking=True),
                       "boxes": [b.to(device, non_blocking=True) for b in part["boxes"]]}
+        if "metadata" in part:
+            out[group]["metadata"] = part["metadata"].to(device, non_blocking=True)
     return out
 
 

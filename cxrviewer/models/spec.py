@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrviewer.models.metadata import METADATA_INPUTS, BadInputs, check_inputs, encode
 from cxrviewer.models.preprocess import Geometry, preprocess_image
 
 DEFAULT_TARGETS: tuple[str, ...] = (
@@ -33,6 +34,8 @@ class ModelSpec:
       the intensity step maps the image to [0, 1] (see `cxrviewer.models.preprocess`).
     - `cam_layer`: dotted name such that `model.get_submodule(cam_layer)` is the CAM target layer.
     - `thresholds`: per-class operating points on the probability (sigmoid of the logit).
+    - `inputs`: the metadata the model takes beside the image (a subset of
+      `cxrviewer.models.metadata.METADATA_INPUTS`: age, sex, view); () for an image-only model.
     """
 
     architecture: str
@@ -45,6 +48,7 @@ class ModelSpec:
     thresholds: tuple[float, ...] = ()
     intensity: str = "display"  # "display": the file's default VOI (+ MONOCHROME1 inversion) -> 8 bit / 255
     resize: str = "stretch"  # "stretch" (NIH's square resize) or "letterbox" (keep aspect, pad)
+    inputs: tuple[str, ...] = ()
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     method: str = "random-init"
@@ -61,6 +65,7 @@ class ModelSpec:
         if not self.thresholds:
             self.thresholds = tuple(0.5 for _ in self.targets)
         self.thresholds = tuple(float(v) for v in self.thresholds)
+        self.inputs = tuple(str(v) for v in self.inputs)
         self.validate()
 
     def validate(self) -> None:
@@ -83,8 +88,17 @@ class ModelSpec:
             problems.append(f"unknown intensity step '{self.intensity}'")
         if self.resize not in ("stretch", "letterbox"):
             problems.append(f"unknown resize mode '{self.resize}'")
+        try:
+            if check_inputs(self.inputs) != self.inputs:
+                problems.append(f"inputs must be listed in the order {', '.join(METADATA_INPUTS)}")
+        except BadInputs as exc:
+            problems.append(str(exc))
         if problems:
             raise SpecError("malformed model spec: " + "; ".join(problems))
+
+    def metadata_vector(self, values: dict[str, Any]) -> np.ndarray:
+        """The encoded metadata input of this model ([0] for an image-only model)."""
+        return encode(values, self.inputs)
 
     # --- the one preprocessing path --------------------------------------------------------
     def preprocess(self, image: Any) -> "torch.Tensor":  # noqa: F821
@@ -100,6 +114,7 @@ class ModelSpec:
         data = asdict(self)
         data["targets"] = list(self.targets)
         data["input_size"] = list(self.input_size)
+        data["inputs"] = list(self.inputs)
         return data
 
     def to_json(self) -> str:

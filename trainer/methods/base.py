@@ -53,11 +53,21 @@ class Method:
     title: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     architecture: ClassVar[str] = "resnet50"
+    takes_inputs: ClassVar[bool] = False  # trains the metadata inputs (--inputs age,sex,view) of its model
     has_box_path: ClassVar[bool] = False  # boxes are part of the paper's method (else: --corrections adds a CAM loss)
     defaults: ClassVar[dict[str, Any]] = {
         "epochs": 10, "lr": 1e-4, "optimizer": "adam", "weight_decay": 1e-5, "clip_grad": None,
-        "correction_weight": 0.1, "box_supervision": False,
+        "schedule": "cosine", "correction_weight": 0.1, "box_supervision": False,
     }
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every method has the generic options: its `defaults` extend (and may override) those of
+        # the classes above it, so a method cannot drop one by forgetting to spread them.
+        super().__init_subclass__(**kwargs)
+        merged: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("defaults", {}))
+        cls.defaults = merged
 
     def __init__(self, config: "TrainConfig", source: "DataSource", train: np.ndarray) -> None:
         self.config = config
@@ -175,6 +185,12 @@ def register_method(cls: type[Method]) -> type[Method]:
         raise ValueError("a training method needs a name")
     METHODS[cls.name] = cls
     return cls
+
+
+def methods_taking_inputs() -> list[str]:
+    from cxrviewer.trainer import methods as _builtins  # noqa: F401  (registers the built-in methods)
+
+    return sorted(name for name, cls in METHODS.items() if cls.takes_inputs)
 
 
 def get_method(name: str) -> type[Method]:

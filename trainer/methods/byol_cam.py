@@ -63,20 +63,13 @@ from torch import nn
 
 from cxrviewer.models.heads import mlp
 from cxrviewer.trainer.batches import Item, item_seed
-from cxrviewer.trainer.losses import byol_regression, cam_box_loss, differentiable_gradcam, masked_bce
+from cxrviewer.trainer.losses import byol_regression, cam_box_loss, differentiable_gradcam, masked_bce, positive_weights
 from cxrviewer.trainer.methods.base import Method, Stage, _stage_code, register_method
 from cxrviewer.trainer.methods.ema import MomentumEncoder, byol_momentum, online_encoder
 
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def positive_weights(labels: np.ndarray) -> np.ndarray:
-    """Per class: known negatives / known positives (1 where a class has no known positive)."""
-    pos = np.nansum(labels == 1, axis=0).astype(np.float64)
-    neg = np.nansum(labels == 0, axis=0).astype(np.float64)
-    return np.where(pos > 0, neg / np.maximum(pos, 1), 1.0).astype(np.float32)
 
 
 def reset_seeded(module: nn.Module, seed: int) -> None:
