@@ -16,6 +16,7 @@ exec env FROZEN_TREE="$tree" FROZEN_ROOT="$root" FROZEN_TARGET="$target" "$root/
 import os, runpy, sys
 import __editable___cxrviewer_0_1_0_finder as finder  # the editable install's map of package -> folder
 root, tree, target = os.environ["FROZEN_ROOT"], os.environ["FROZEN_TREE"], os.environ["FROZEN_TARGET"]
+sys.path[:] = [p for p in sys.path if p not in ("", ".", root)]  # not the checkout's own packages
 finder.MAPPING.update({name: path.replace(root, tree, 1) for name, path in finder.MAPPING.items()})
 import cxrviewer
 assert cxrviewer.__file__.startswith(tree), cxrviewer.__file__
