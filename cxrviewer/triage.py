@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cxrviewer.errors import CorruptImage, CxrError, first_line
 
 Progress = Callable[[int, int], None]
@@ -57,6 +59,7 @@ class _Loaded:
     patient_id: str = ""
     study_date: str = ""
     error: str | None = None
+    metadata: Any = None  # np.ndarray: the model's age / sex / view inputs from the tags (spec.inputs)
 
 
 def image_paths(source: str | Path | Iterable[str | Path]) -> tuple[list[Path], list[TriageRow]]:
@@ -118,6 +121,7 @@ def sort_rows(rows: Iterable[TriageRow]) -> list[TriageRow]:
 def _load_batch(paths: Sequence[Path], spec: Any) -> list[_Loaded]:
     """Decode and preprocess (in the loader thread); a bad file becomes its error sentence."""
     from cxrviewer.io import load_image
+    from cxrviewer.models.metadata import values_of_image
 
     out = []
     for path in paths:
@@ -134,7 +138,8 @@ def _load_batch(paths: Sequence[Path], spec: Any) -> list[_Loaded]:
             out.append(_Loaded(path, error=CorruptImage(path, f"the image cannot be decoded ({first_line(exc)})")
                                .sentence))
             continue
-        out.append(_Loaded(path, tensor, image.meta.patient_id, image.meta.study_date))
+        metadata = spec.metadata_vector(values_of_image(image)) if spec.inputs else None
+        out.append(_Loaded(path, tensor, image.meta.patient_id, image.meta.study_date, metadata=metadata))
     return out
 
 
@@ -150,7 +155,10 @@ def _score(loaded: list[_Loaded], analyzer: Any, cutoffs: list[float]) -> list[T
         device = torch.device(analyzer.device)
         batch = torch.stack([item.tensor for item in good]).to(device)
         with torch.inference_mode(), autocast_context(device, bool(getattr(analyzer, "amp", False))):
-            logits = analyzer.model(batch)
+            metadata = None
+            if analyzer.spec.inputs:  # as `analyze` feeds them: from each file's own DICOM tags
+                metadata = torch.from_numpy(np.stack([item.metadata for item in good])).to(device)
+            logits = analyzer.model(batch, metadata) if metadata is not None else analyzer.model(batch)
         probabilities = torch.sigmoid(logits.float()).cpu().tolist()
     scores = iter(probabilities)
     targets = list(analyzer.spec.targets)

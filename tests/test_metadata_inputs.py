@@ -149,3 +149,31 @@ def test_analyze_reads_the_inputs_from_the_dicom_tags(tmp_path):
         expected = torch.sigmoid(model(x))[0].numpy()  # no vector: every input masked
     assert np.allclose([f.probability for f in untagged.findings], expected, atol=1e-5)
     assert not np.allclose([f.probability for f in tagged.findings], expected, atol=1e-5)
+
+
+def test_triage_feeds_each_files_own_inputs_as_analyze_does(tmp_path):
+    import shutil
+
+    import pydicom
+
+    from cxrviewer.analysis import Analyzer
+    from cxrviewer.io import load_image
+    from cxrviewer.triage import triage
+    from pathlib import Path
+
+    samples = sorted(Path(__file__).resolve().parents[1].glob("resources/samples/*/*/*.dcm"))[:2]
+    for i, path in enumerate(samples):
+        shutil.copy(path, tmp_path / f"{i}.dcm")
+    ds = pydicom.dcmread(samples[0])
+    del ds.PatientSex  # one file without a sex: masked for that file only
+    ds.save_as(tmp_path / "0.dcm")
+    torch.manual_seed(0)
+    model, spec = create_model("resnet18", input_size=(64, 64), inputs=("age", "sex", "view"))
+    with torch.no_grad():
+        model.metadata.weight.normal_()
+    analyzer = Analyzer(model, spec, device="cpu")
+    rows = {r.path.name: r for r in triage(sorted(tmp_path.glob("*.dcm")), analyzer)}
+    for name in ("0.dcm", "1.dcm"):
+        one = analyzer.analyze(load_image(tmp_path / name))
+        assert np.allclose([rows[name].probabilities[f.name] for f in one.findings],
+                           [f.probability for f in one.findings], atol=1e-5)

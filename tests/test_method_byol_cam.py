@@ -23,7 +23,7 @@ CPU = torch.device("cpu")
 
 def test_defaults_follow_the_paper():
     cls = get_method("byol-cam")
-    assert cls.architecture == "resnet50" and cls.has_box_path
+    assert cls.architecture == "efficientnet-lite0" and cls.has_box_path
     assert cls.defaults["cam_weight"] == 2.0 and cls.defaults["tau_base"] == 0.99
     assert cls.defaults["lr"] == 1e-4 and cls.defaults["optimizer"] == "adam"
     assert cls.defaults["projection_dim"] == 256 and cls.defaults["pretrain_epochs"] == 500

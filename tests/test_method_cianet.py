@@ -63,7 +63,7 @@ def test_paper_defaults():
     assert method.architecture == "cianet" and method.has_box_path
     d = method.defaults
     assert (d["epochs"], d["lr"], d["optimizer"], d["weight_decay"]) == (15, 1e-3, "sgd", 1e-4)  # Sec. 3.3
-    assert d["depth"] == "resnet50" and d["grid_size"] == 16 and d["hash_size"] == 16 and d["augment"] == "none"
+    assert d["depth"] == "efficientnet-lite0" and d["grid_size"] == 16 and d["hash_size"] == 16 and d["augment"] == "none"
     assert d["clip_grad"] and d["canonical_images"] == 500 and len(d["canonical_crop"]) == 4
 
 

@@ -44,7 +44,7 @@ def prepared(tmp_path, **fields):
 
 def test_defaults_follow_the_paper():
     cls = get_method("kacl")
-    assert cls.architecture == "kacl" and cls.has_box_path
+    assert cls.architecture == "kacl-lite0" and cls.has_box_path
     d = cls.defaults
     assert (d["lr"], d["optimizer"], d["epochs"], d["warmup_epochs"]) == (1e-3, "adam", 30, 10)
     assert (d["focal_alpha"], d["focal_gamma"]) == (0.25, 2.0)
@@ -215,7 +215,7 @@ def test_fit_writes_loadable_models(tmp_path):
     run = fit(config)
     for name in ("best", "last"):
         model, spec = load_model(run / f"{name}.safetensors")
-        assert spec.method == "kacl" and spec.architecture == "kacl"
+        assert spec.method == "kacl" and spec.architecture == "kacl-lite0"
         assert {"projection", "radiomic_encoder", "radiomic_projection"} <= set(model.aux)
         assert spec.extra["box_method"] == "threshold"
         assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 8)

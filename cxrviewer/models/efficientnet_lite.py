@@ -67,6 +67,7 @@ class _Block:
     cin: int
     cout: int
     dilation: int = 1
+    stage: int = 0  # index into _STAGES
 
 
 class MBConvBlock(nn.Module):
@@ -84,6 +85,9 @@ class MBConvBlock(nn.Module):
         self._project_conv = SameConv2d(mid, b.cout, 1, bias=False)
         self._bn2 = nn.BatchNorm2d(b.cout, eps=_BN_EPS, momentum=_BN_MOMENTUM)
         self.act = nn.ReLU6(inplace=False)
+        # An optional attention module after the projection, before the residual addition (SCALP's
+        # triplet attention: cxrviewer.models.triplet_attention); None adds no weights.
+        self._attention: nn.Module | None = None
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         x = inputs
@@ -91,6 +95,8 @@ class MBConvBlock(nn.Module):
             x = self.act(self._bn0(self._expand_conv(x)))
         x = self.act(self._bn1(self._depthwise_conv(x)))
         x = self._bn2(self._project_conv(x))
+        if self._attention is not None:
+            x = self._attention(x)
         return x + inputs if self.skip else x
 
 
@@ -111,7 +117,7 @@ def block_plan(variant: str, output_stride: int = 32) -> list[_Block]:
             stride, dilation = 1, dilation * 2
         stride_so_far *= stride
         for r in range(repeats):
-            blocks.append(_Block(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout, dilation))
+            blocks.append(_Block(kernel, stride if r == 0 else 1, expand, cin if r == 0 else cout, cout, dilation, i))
     return blocks
 
 
@@ -131,6 +137,11 @@ class EfficientNetLite(nn.Module):
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS, momentum=_BN_MOMENTUM)
         plan = block_plan(variant, output_stride)
         self._blocks = nn.ModuleList(MBConvBlock(b) for b in plan)
+        # C4 / C5 (CIA-Net's two levels): C4 is the output of the last block before the final
+        # downsampling stage (stride 16), C5 the trunk's output.
+        last_down = max(i for i, stage in enumerate(_STAGES) if stage[2] == 2)
+        self.c4_end = next(i for i, b in enumerate(plan) if b.stage == last_down)
+        self.c4_channels, self.c5_channels = plan[self.c4_end - 1].cout, 1280
         self._conv_head = SameConv2d(plan[-1].cout, 1280, 1, bias=False)
         self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS, momentum=_BN_MOMENTUM)
         if imagenet_head:  # only to check the weights; classifiers use the trunk and a head of their own
@@ -140,6 +151,20 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
+            x = block(x)
+        return self.act(self._bn1(self._conv_head(x)))
+
+    def forward_c4(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-16 features before the last downsampling stage [B, c4_channels, H/16, W/16]."""
+        x = self.act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks[:self.c4_end]:
+            x = block(x)
+        return x
+
+    def forward_c5(self, c4: torch.Tensor) -> torch.Tensor:
+        """The rest of the trunk from forward_c4's output: forward(x) == forward_c5(forward_c4(x))."""
+        x = c4
+        for block in self._blocks[self.c4_end:]:
             x = block(x)
         return self.act(self._bn1(self._conv_head(x)))
 
@@ -174,6 +199,10 @@ def load_imagenet(net: EfficientNetLite) -> str:
         state = {**state, "_conv_stem.weight": stem.sum(dim=1, keepdim=True)}
     if not hasattr(net, "_fc"):  # a trunk: every weight but the ImageNet classifier must match
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
-    net.load_state_dict(state, strict=True)
+    # Strict for every ImageNet weight; only the blocks' added attention modules stay random.
+    added = {k for k in net.state_dict() if "._attention." in k}
+    result = net.load_state_dict(state, strict=False)
+    if result.unexpected_keys or set(result.missing_keys) - added:
+        net.load_state_dict(state, strict=True)  # raises, naming the keys that do not fit
     dist = VARIANTS[net.variant][3].replace("_", "-")
-    return f"imagenet:{dist}/{path.name}"
+    return f"imagenet:{dist}/{path.name}" + (" (attention random)" if added else "")

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from torch import nn
@@ -12,28 +13,36 @@ from cxrviewer.errors import CxrError
 
 from cxrviewer.models.efficientnet_lite import VARIANTS
 
-IMAGENET_ARCHITECTURES = tuple(VARIANTS)
+def _lite_trunk(model: nn.Module):
+    """The model's EfficientNet-Lite trunk (its `backbone`), or None: installed ImageNet weights
+    exist for exactly these trunks (whatever the architecture around them: baseline, SCALP, KACL,
+    CIA-Net with depth efficientnet-lite0, ...)."""
+    from cxrviewer.models.efficientnet_lite import EfficientNetLite
+
+    trunk = getattr(model, "backbone", None)
+    return trunk if isinstance(trunk, EfficientNetLite) else None
 
 
-def default_init(architecture: str) -> str:
-    """`imagenet` wherever installed-package weights exist for the architecture, else `none`."""
-    return "imagenet" if architecture in IMAGENET_ARCHITECTURES else "none"
+def default_init(model: nn.Module) -> str:
+    """`imagenet` wherever installed-package weights exist for the model's trunk, else `none`."""
+    return "imagenet" if _lite_trunk(model) is not None else "none"
 
 
 def initialise(model: nn.Module, architecture: str, init: str) -> str:
     """Load starting weights into `model` (a `CXRClassifier`) in place; returns their provenance."""
     if init in ("", "auto"):
-        init = default_init(architecture)
+        init = default_init(model)
     if init == "none":
         return "none"
     if init == "imagenet":
-        if architecture not in IMAGENET_ARCHITECTURES:
+        trunk = _lite_trunk(model)
+        if trunk is None:
             raise CxrError(None, f"no installed ImageNet weights for architecture '{architecture}' "
-                                 f"(available for {', '.join(IMAGENET_ARCHITECTURES)}; give a state dict file instead)")
+                                 f"(they exist for EfficientNet-Lite trunks: {', '.join(VARIANTS)}; "
+                                 "give a state dict file instead)")
         from cxrviewer.models.efficientnet_lite import MissingWeights, load_imagenet
-
         try:
-            return load_imagenet(model.backbone)
+            return load_imagenet(trunk)
         except MissingWeights as exc:
             raise CxrError(None, str(exc)) from exc
     return _load_resnet_state_dict(model, Path(init))
@@ -57,6 +66,16 @@ def _load_resnet_state_dict(model: nn.Module, path: Path) -> str:
     trunk = model.backbone
     own = trunk.state_dict()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    # Triplet-attention ResNets (SCALP) wrap each block's last batch norm as Sequential(bn, attention):
+    # the torchvision weights go to `bnN.0`, and the attention (`bnN.1`) stays random.
+    added = set()
+    for key in own:
+        wrapped = re.fullmatch(r"(.*\.bn\d)\.([01])\.(.*)", key)
+        if wrapped and wrapped[2] == "1":
+            added.add(key)
+        elif wrapped and f"{wrapped[1]}.{wrapped[3]}" in state:
+            state[key] = state.pop(f"{wrapped[1]}.{wrapped[3]}")
+    own = {k: v for k, v in own.items() if k not in added}
     stem = state.get("conv1.weight")
     if stem is not None and own.get("conv1.weight") is not None and own["conv1.weight"].shape[1] == 1 \
             and stem.ndim == 4 and stem.shape[1] == 3:
@@ -69,5 +88,5 @@ def _load_resnet_state_dict(model: nn.Module, path: Path) -> str:
                   else f"{len(wrong)} weight(s) of the wrong shape, e.g. {wrong[0]}" if wrong
                   else f"{len(unexpected)} weight(s) it does not have, e.g. {unexpected[0]}")
         raise CxrError(path, f"does not fit this network's trunk: {detail}")
-    trunk.load_state_dict({k: state[k] for k in own}, strict=True)
-    return f"file:{path.name}"
+    trunk.load_state_dict({k: state[k] for k in own}, strict=not added)
+    return f"file:{path.name}" + (" (attention random)" if added else "")

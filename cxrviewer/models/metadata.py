@@ -111,3 +111,13 @@ def describe(values: Mapping[str, Any], inputs: Sequence[str]) -> dict[str, str]
         else:
             shown[name] = str(values.get(name)).strip().upper()
     return shown
+
+
+def inputs_of_image(spec: Any, image: Any) -> Any:
+    """The model's metadata input for a loaded image, as a tensor [1, size] for `model(x, m)`, or
+    None for an image-only model (`spec.inputs` empty)."""
+    if not spec.inputs:
+        return None
+    import torch
+
+    return torch.from_numpy(spec.metadata_vector(values_of_image(image)))[None]

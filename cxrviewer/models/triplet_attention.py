@@ -43,14 +43,22 @@ class TripletAttention(nn.Module):
         return (ch + cw + hw) / 3.0
 
 
-def add_triplet_attention(resnet: nn.Module) -> nn.Module:
+def add_triplet_attention(net: nn.Module) -> nn.Module:
     """Insert triplet attention into every residual block, after its last batch norm and before
-    the residual addition (where the reference implementation places it)."""
+    the residual addition (where the reference implementation places it): torchvision ResNet
+    blocks, and EfficientNet-Lite's MBConv blocks (their attention slot, after the projection's
+    batch norm). The paper (SCALP) uses a ResNet-50; on EfficientNet-Lite this is our deviation:
+    the same module at the same place in each inverted-residual block, randomly initialised over
+    an ImageNet-initialised trunk."""
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
-    for module in resnet.modules():
+    from cxrviewer.models.efficientnet_lite import MBConvBlock
+
+    for module in net.modules():
         if isinstance(module, Bottleneck):
             module.bn3 = nn.Sequential(module.bn3, TripletAttention())
         elif isinstance(module, BasicBlock):
             module.bn2 = nn.Sequential(module.bn2, TripletAttention())
-    return resnet
+        elif isinstance(module, MBConvBlock):
+            module._attention = TripletAttention()
+    return net

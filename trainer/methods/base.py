@@ -92,6 +92,10 @@ class Method:
     def arch_kwargs(self) -> dict[str, Any]:
         return {}
 
+    def spec_fields(self) -> dict[str, Any]:
+        """Spec fields (mean, std, ...) the method's network needs beyond its architecture's defaults."""
+        return {}
+
     def stages(self) -> list[Stage]:
         return [Stage("train", int(self.hyper("epochs")), float(self.hyper("lr")))]
 

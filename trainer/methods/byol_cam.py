@@ -30,7 +30,9 @@ with a weight for positive examples (`pos_weight`: negatives/positives per class
 split), light affine augmentation; the model with the best validation AUROC is kept (the loop's
 `best.safetensors`).
 
-Default architecture: ResNet-50 with one input channel, no pre-trained weights (Sec. III-C, IV-A).
+Architecture: the paper trains a ResNet-50 from random weights (Sec. III-C, IV-A); the default here
+is EfficientNet-Lite0 from ImageNet weights (`--init imagenet`, a deviation: 1280-d features into the
+same 512-wide projector, a 16×16 CAM grid at 256 px). `--architecture resnet50 --init none` is the paper's.
 
 Deviations from the paper:
 - Views: both views use the trainer's "strong" recipe (random resized crop, rotation, contrast/
@@ -90,7 +92,7 @@ class ByolCam(Method):
     title = "BYOL + Grad-CAM box loss pre-training, then supervised fine-tuning"
     paper = ("Talasila et al., Self-Supervision and Weak Supervision for Accurate and Interpretable "
              "Chest X-Ray Classification Models (BYOL: Grill et al. 2020)")
-    architecture = "resnet50"
+    architecture = "efficientnet-lite0"
     has_box_path = True
     defaults = {
         "epochs": 200, "lr": 1e-4, "optimizer": "adam", "weight_decay": 0.0, "clip_grad": None,

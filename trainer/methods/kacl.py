@@ -7,6 +7,9 @@ Localization in Chest X-rays with Radiomics using a Feedback Loop".
   pooling) with a linear classifier and the projector g_i (`aux["projection"]`); radiomic encoder
   f_r, a three-layer MLP (`aux["radiomic_encoder"]`), and its own projector g_r
   (`aux["radiomic_projection"]`), all trained end to end. At test time only f_i and the classifier run.
+  Default here (deviation): architecture "kacl-lite0", f_i an ImageNet-initialised
+  EfficientNet-Lite0 (1280-d, output stride 16) in place of the ResNet-18; f_r and the projectors
+  take the 1280-d width. `--architecture kacl` is the paper's ResNet-18.
 - BYOP (Sec. 3.2, Fig. 3; `kacl_radiomics.py`): the positive view of an image is the radiomic
   vector of one box of it — its ground-truth box where `record.boxes` has one (the source's
   annotation, or a clinician's correction with `--corrections`), else the Grad-CAM box of the
@@ -76,7 +79,7 @@ class Kacl(Method):
     title = "Knowledge-augmented contrastive learning: radiomic positives from Grad-CAM boxes (BYOP)"
     paper = ("Han et al., Knowledge-Augmented Contrastive Learning for Abnormality Classification and "
              "Localization in Chest X-rays with Radiomics using a Feedback Loop")
-    architecture = "kacl"
+    architecture = "kacl-lite0"
     has_box_path = True  # ground-truth / corrected boxes give the radiomic positives
     defaults = {
         **Method.defaults,

@@ -26,7 +26,10 @@ Stage "pretrain" (Sec. 2.2, 3.1, 3.3, Appendix B):
   are appended "in addition": read as Q ‖ A ‖ H). Samples are drawn from a generator seeded by
   (run seed, step), so a resumed run draws the same ones.
 - MoCo-CXR's settings: ResNet-18, Adam, lr 1e-4, weight decay 1e-4, batch 16, 20 epochs, queue
-  24,576 keys (its `--moco-k` default), 128-d keys, τ = 0.2.
+  24,576 keys (its `--moco-k` default), 128-d keys, τ = 0.2. MoCo-CXR's ResNet-18 starts from
+  ImageNet weights; here the default is the ImageNet-initialised EfficientNet-Lite0 (1280-d keys'
+  projector input, 16×16 CAM grid at 256 px), the pretrained network we can ship;
+  `--architecture resnet18` is MoCo-CXR's (random init, or `--init PATH`).
 
 Stage "finetune" (Sec. 2.3): linear evaluation — only the classifier head learns, the encoder is
 frozen and kept in eval mode — by default, or end to end with `--set finetune=end-to-end`; Adam,
@@ -159,7 +162,7 @@ class MedAug(Method):
     title = "MoCo v2 with patient-metadata positive pairs, then linear or end-to-end fine-tuning"
     paper = ("Vu et al., MedAug: Contrastive learning leveraging patient metadata improves representations "
              "for chest X-ray interpretation (MoCo v2: Chen et al. 2020; settings of Sowrirajan et al. 2020)")
-    architecture = "resnet18"
+    architecture = "efficientnet-lite0"
     has_box_path = False
     defaults = {
         "epochs": 95, "lr": 3e-5, "optimizer": "adam", "weight_decay": 1e-4, "clip_grad": None,

@@ -6,6 +6,11 @@ and Localization in Chest X-rays using Patient Metadata".
 - Network (Sec. III-A, IV-B; architecture "scalp"): ResNet-50 with triplet attention, global
   average pooling, a two-layer MLP classifier with ReLU and a SimCLR projection head g(·)
   (`model.aux["projection"]`, 128-d); one shared encoder f(·) for both modules.
+  Default here (deviation): architecture "scalp-lite0", the same heads and triplet attention in
+  every MBConv block of an ImageNet-initialised EfficientNet-Lite0 (`--init imagenet`; the paper
+  starts from an ImageNet ResNet-50, which cannot ship here). 1280-d features instead of 2048 (the
+  MLP classifier and projector take that width); output stride 16, so a 256-px input gives a 16×16
+  CAM grid. `--architecture scalp` is the paper's ResNet-50 (random init, or `--init PATH`).
 - Batches (Sec. III-C, Fig. 1; `PatientIndex`): N images of N distinct patients ("query"); for
   each a positive key of the same patient with the same diagnosis, from another study where there
   is one, else the query image itself under a second augmentation ("positive"); k negative keys of
@@ -97,7 +102,7 @@ class Scalp(Method):
     title = "Supervised contrastive learning with patient-metadata positives and same-disease negatives"
     paper = ("Jaiswal et al., SCALP - Supervised Contrastive Learning for Cardiopulmonary Disease "
              "Classification and Localization in Chest X-rays using Patient Metadata")
-    architecture = "scalp"
+    architecture = "scalp-lite0"
     has_box_path = False
     defaults = {
         **Method.defaults,  # the generic options (correction_weight, box_supervision, ...)
