@@ -156,11 +156,10 @@ def analyze_image(analyzer: Analyzer, image: ImageData, *, radiomics: bool = Fal
     inputs: dict[str, str] = {}
     context = contextlib.nullcontext()
     if spec.inputs:  # age, sex, view from the file's tags (DICOM PatientAge/PatientSex/ViewPosition); missing: masked
-        from cxrviewer.models.metadata import describe, values_of_image
+        from cxrviewer.models.metadata import describe, inputs_of_image, values_of_image
 
-        values = values_of_image(image)
-        inputs = describe(values, spec.inputs)
-        context = analyzer.model.metadata_context(torch.from_numpy(spec.metadata_vector(values)))
+        inputs = describe(values_of_image(image), spec.inputs)
+        context = analyzer.model.metadata_context(inputs_of_image(spec, image))
     with context:
         cams, logits = compute_cams(analyzer.model, spec, x, method=analyzer.cam, classes=indices,
                                     progress=progress, amp=analyzer.amp, return_logits=True)

@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cxrviewer.errors import CorruptImage, CxrError, first_line
 
 Progress = Callable[[int, int], None]
@@ -59,7 +57,7 @@ class _Loaded:
     patient_id: str = ""
     study_date: str = ""
     error: str | None = None
-    metadata: Any = None  # np.ndarray: the model's age / sex / view inputs from the tags (spec.inputs)
+    metadata: Any = None  # torch.Tensor [1, D]: the model's age / sex / view inputs from the tags (spec.inputs)
 
 
 def image_paths(source: str | Path | Iterable[str | Path]) -> tuple[list[Path], list[TriageRow]]:
@@ -121,7 +119,7 @@ def sort_rows(rows: Iterable[TriageRow]) -> list[TriageRow]:
 def _load_batch(paths: Sequence[Path], spec: Any) -> list[_Loaded]:
     """Decode and preprocess (in the loader thread); a bad file becomes its error sentence."""
     from cxrviewer.io import load_image
-    from cxrviewer.models.metadata import values_of_image
+    from cxrviewer.models.metadata import inputs_of_image
 
     out = []
     for path in paths:
@@ -138,8 +136,8 @@ def _load_batch(paths: Sequence[Path], spec: Any) -> list[_Loaded]:
             out.append(_Loaded(path, error=CorruptImage(path, f"the image cannot be decoded ({first_line(exc)})")
                                .sentence))
             continue
-        metadata = spec.metadata_vector(values_of_image(image)) if spec.inputs else None
-        out.append(_Loaded(path, tensor, image.meta.patient_id, image.meta.study_date, metadata=metadata))
+        out.append(_Loaded(path, tensor, image.meta.patient_id, image.meta.study_date,
+                           metadata=inputs_of_image(spec, image)))
     return out
 
 
@@ -157,7 +155,7 @@ def _score(loaded: list[_Loaded], analyzer: Any, cutoffs: list[float]) -> list[T
         with torch.inference_mode(), autocast_context(device, bool(getattr(analyzer, "amp", False))):
             metadata = None
             if analyzer.spec.inputs:  # as `analyze` feeds them: from each file's own DICOM tags
-                metadata = torch.from_numpy(np.stack([item.metadata for item in good])).to(device)
+                metadata = torch.cat([item.metadata for item in good]).to(device)
             logits = analyzer.model(batch, metadata) if metadata is not None else analyzer.model(batch)
         probabilities = torch.sigmoid(logits.float()).cpu().tolist()
     scores = iter(probabilities)

@@ -112,7 +112,7 @@ class TrainConfig:
         from cxrviewer.models.metadata import check_inputs
 
         names = self.inputs.split(",") if isinstance(self.inputs, str) else list(self.inputs or ())
-        return check_inputs([n.strip() for n in names if str(n).strip()])
+        return check_inputs([str(n).strip() for n in names if str(n).strip()])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -216,7 +216,7 @@ class FindingsPanel(QWidget):
         others = len(analysis.other_findings())
         self.show_all.setVisible(others > 0)
         self.show_all.setText(f"Show {others} more findings")
-        inputs = getattr(analysis.result, "inputs", None) or {}
+        inputs = analysis.result.inputs if analysis.result is not None else {}
         self.inputs_label.set_full_text("Model inputs: " + " · ".join(f"{k} {v}" for k, v in inputs.items())
                                         if inputs else "")
         self.inputs_label.setVisible(bool(inputs))

@@ -22,8 +22,8 @@ Choices where the paper is silent or cannot be followed, and deviations:
   can be given with `fit --init PATH`). depth "efficientnet-lite0/1/2" puts CIA-Net on the
   ImageNet-initialised EfficientNet-Lite trunk (`--init imagenet`, the default for it): C4 is then
   the 112-channel stride-16 output before its last downsampling stage, C5 its 1280-channel head at
-  stride 32, so the attention's 1x1 conv and the classifier change only in their input channels. Grid: C5 of a 512x512 input
-  is 16x16 = the paper's grid. `grid_size` resamples C5 and Delta M to P x P when they differ (max
+  stride 32, so the attention's 1x1 conv and the classifier change only in their input channels.
+  Grid: C5 of a 512x512 input is 16x16 = the paper's grid. `grid_size` resamples C5 and Delta M to P x P when they differ (max
   pooling when larger, bilinear when smaller, as in [14]'s patch slicing).
 - "ResNet-50 ... as the backbone for both branches" and "the shared encoder": read as ONE trunk
   whose C4 is the attention encoder (shared_encoder=True, the default); shared_encoder=False gives

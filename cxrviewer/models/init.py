@@ -11,14 +11,12 @@ from torch import nn
 
 from cxrviewer.errors import CxrError
 
-from cxrviewer.models.efficientnet_lite import VARIANTS
+from cxrviewer.models.efficientnet_lite import VARIANTS, EfficientNetLite
 
 def _lite_trunk(model: nn.Module):
     """The model's EfficientNet-Lite trunk (its `backbone`), or None: installed ImageNet weights
     exist for exactly these trunks (whatever the architecture around them: baseline, SCALP, KACL,
     CIA-Net with depth efficientnet-lite0, ...)."""
-    from cxrviewer.models.efficientnet_lite import EfficientNetLite
-
     trunk = getattr(model, "backbone", None)
     return trunk if isinstance(trunk, EfficientNetLite) else None
 

@@ -32,7 +32,7 @@ class Baseline(Method):
     paper = "the supervised baseline of SCALP Table I / KACL Table 1"
     architecture = "efficientnet-lite0"
     takes_inputs = True
-    defaults = {**Method.defaults, "epochs": 12, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.01,
+    defaults = {"epochs": 12, "lr": 3e-4, "optimizer": "adamw", "weight_decay": 0.01,
                 "schedule": "onecycle", "augmentation": "crop",  # none | light | crop | strong (trainer/batches.py)
                 "pos_weight_cap": 10.0}
 

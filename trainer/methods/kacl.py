@@ -82,7 +82,6 @@ class Kacl(Method):
     architecture = "kacl-lite0"
     has_box_path = True  # ground-truth / corrected boxes give the radiomic positives
     defaults = {
-        **Method.defaults,
         "epochs": 30, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "clip_grad": None,
         "lam": 0.2,  # λ on L_cl
         "temperature": 0.1,

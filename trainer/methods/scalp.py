@@ -105,7 +105,6 @@ class Scalp(Method):
     architecture = "scalp-lite0"
     has_box_path = False
     defaults = {
-        **Method.defaults,  # the generic options (correction_weight, box_supervision, ...)
         "epochs": 30, "lr": 0.01, "optimizer": "sgd", "weight_decay": 1e-4, "clip_grad": None,
         "lam": 0.8,  # λ of Eq. 5 (Table IV)
         "temperature": 0.1,  # τ of Eq. 3 (not given; SupCon's value)
