@@ -25,7 +25,8 @@ def _int8(tensor, group: int | None):
     flat = tensor.reshape(tensor.shape[0], -1)
     if group and flat.shape[1] % group == 0:
         flat = flat.reshape(-1, group)
-    scale = (flat.abs().amax(1).clamp_min(1e-12) / 127).half().float()
+    scale = (flat.abs().amax(1) / 127).half().float()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero (or fp16-underflowing) row stays zero
     return (torch.round(flat / scale[:, None]).clamp(-127, 127) * scale[:, None]).reshape(tensor.shape), scale.numel()
 
 

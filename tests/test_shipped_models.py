@@ -22,6 +22,7 @@ def test_the_default_model_is_shipped_and_all_weights_fit_the_budget():
     assert "default" in SHIPPED
     total = sum((REGISTRY.parent / entry["file"]).stat().st_size for entry in SHIPPED.values())
     assert total < 50e6
+    assert (REGISTRY.parent / SHIPPED["default"]["file"]).stat().st_size < 20e6  # issue 14: the default under 20 MB
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
@@ -57,8 +58,9 @@ def test_a_shipped_model_reproduces_its_recorded_predictions(name):
 
 
 def test_storage_drift_reports_each_storage_of_the_default(capsys):
-    """scripts/storage_drift.py: the shipped default is stored in fp16, so rounding it to fp16 again
-    changes nothing, while int8 rounding changes its probabilities."""
+    """scripts/storage_drift.py reports a finite largest change for each storage of the default
+    (stored in fp32: fp16 rounding moves its probabilities by more than 1e-3), and the coarser int8
+    rounding moves them more than fp16 does."""
     import importlib.util
     import re
 
@@ -70,4 +72,6 @@ def test_storage_drift_reports_each_storage_of_the_default(capsys):
     assert module.main([str(resource("models/default.safetensors"))]) == 0
     rows = dict(re.findall(r"^\s+(\S+)\s+.*change (\S+)", capsys.readouterr().out, re.M))
     assert set(rows) == {"fp16", "int8-channel", "int8-kernel"}
-    assert float(rows["fp16"]) == 0 and float(rows["int8-channel"]) > 0
+    changes = {name: float(value) for name, value in rows.items()}
+    assert all(np.isfinite(v) for v in changes.values()), changes
+    assert 0 < changes["fp16"] < changes["int8-channel"]
